@@ -1,0 +1,70 @@
+"""The CC-ST-AE: an FPGA-sized encoder, a learned reference pattern and a spatial transformer.
+
+Only the encoder goes to the FPGA. It maps a (preprocessed) pattern to four raw numbers;
+`bound_affine` turns them into the physical affine parameters on the host side, because
+tanh is a lookup table in hls4ml and is not bit-exact (shared/STACK.md).
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from tensorflow import keras
+
+N_OUTPUTS = 4  # scale_x, scale_y, shear, rotation (raw, before bounding)
+
+# Bounded parametrisation of the reference work: scales 1 +- 5 %, symmetric shear +- 0.1,
+# rotation +- 30 degrees, i.e. the whole range that hexagonal symmetry (60 degrees) leaves.
+SCALE_RANGE = 0.05
+SHEAR_RANGE = 0.1
+ROTATION_RANGE = np.pi / 6
+
+
+def build_encoder(pattern: int, filters=(8, 16, 16), dense=(32,), name: str = "encoder") -> keras.Model:
+    """Float encoder. Layer names are the contract with quant/, which mirrors them one to one.
+
+    conv{i} -> relu{i} -> pool{i} for each filter count, flatten, dense{j} -> dense_relu{j},
+    then `out` (linear, 4 units). The input layer is called `pattern`, never `in`: the
+    hls4ml testbench declares its own variable `in`.
+    """
+    x_in = keras.Input(shape=(pattern, pattern, 1), name="pattern")
+    x = x_in
+    for i, f in enumerate(filters, start=1):
+        x = keras.layers.Conv2D(f, 3, padding="valid", name=f"conv{i}")(x)
+        x = keras.layers.Activation("relu", name=f"relu{i}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    for j, units in enumerate(dense, start=1):
+        x = keras.layers.Dense(units, name=f"dense{j}")(x)
+        x = keras.layers.Activation("relu", name=f"dense_relu{j}")(x)
+    out = keras.layers.Dense(N_OUTPUTS, name="out")(x)
+    return keras.Model(x_in, out, name=name)
+
+
+def count_macs(encoder: keras.Model) -> int:
+    """Multiply-accumulates per pattern of the conv and dense layers (zeros included)."""
+    macs = 0
+    for layer in encoder.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            k = layer.kernel.shape  # (kh, kw, cin, cout)
+            oh, ow = layer.output.shape[1:3]
+            macs += int(oh * ow * np.prod(k))
+        elif isinstance(layer, keras.layers.Dense):
+            macs += int(np.prod(layer.kernel.shape))
+    return macs
+
+
+def describe(encoder: keras.Model) -> str:
+    return f"{encoder.name}: {encoder.count_params():,} parameters, {count_macs(encoder):,} multiplications per pattern"
+
+
+def bound_affine(raw):
+    """Raw encoder outputs (N, 4) -> (scale_x, scale_y, shear, rotation) in physical bounds.
+
+    Works on numpy arrays and tensors alike.
+    """
+    tanh = tf.math.tanh if tf.is_tensor(raw) else np.tanh
+    sx = 1.0 + SCALE_RANGE * tanh(raw[:, 0])
+    sy = 1.0 + SCALE_RANGE * tanh(raw[:, 1])
+    sh = SHEAR_RANGE * tanh(raw[:, 2])
+    rot = ROTATION_RANGE * tanh(raw[:, 3])
+    return sx, sy, sh, rot
