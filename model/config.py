@@ -10,10 +10,12 @@ import copy
 import tomllib
 from pathlib import Path
 
+from model.errors import UserError
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config that names an unknown preset, an unknown key or an impossible value."""
 
 
