@@ -68,3 +68,61 @@ def bound_affine(raw):
     sh = SHEAR_RANGE * tanh(raw[:, 2])
     rot = ROTATION_RANGE * tanh(raw[:, 3])
     return sx, sy, sh, rot
+
+
+def matrices_from_raw(raw: np.ndarray) -> np.ndarray:
+    """Raw encoder outputs (N, 4) -> affine matrices (N, 2, 2), numpy (host side)."""
+    sx, sy, sh, rot = bound_affine(np.asarray(raw, np.float64))
+    c, s = np.cos(rot), np.sin(rot)
+    rmat = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+    sym = np.stack([np.stack([sx, sh], -1), np.stack([sh, sy], -1)], -2)
+    return rmat @ sym
+
+
+class CCSTAE(tf.Module):
+    """Encoder + learned reference pattern + spatial transformer, and the cycle loss.
+
+    The encoder predicts M with the pattern's lattice = M (reference lattice). Both
+    directions are trained: the pattern warped into the reference frame must match the
+    reference, and the reference warped into the pattern frame must match the pattern.
+    """
+
+    def __init__(self, encoder: keras.Model, reference: np.ndarray):
+        super().__init__(name="ccstae")
+        from model import stn  # local: keeps `import model.network` light for quant/firmware
+
+        self._stn = stn
+        self.encoder = encoder
+        # The reference stays non-negative like any diffraction pattern: softplus(logit).
+        ref = np.maximum(np.asarray(reference, np.float32), 1e-4)
+        self.reference_logit = tf.Variable(np.log(np.expm1(ref)), name="reference_logit")
+
+    @property
+    def reference(self):
+        return tf.nn.softplus(self.reference_logit)
+
+    def trainable(self):
+        return self.encoder.trainable_variables + [self.reference_logit]
+
+    def matrices(self, x, training=False):
+        raw = self.encoder(x, training=training)
+        sx, sy, sh, rot = bound_affine(raw)
+        return self._stn.affine_matrix(sx, sy, sh, rot), raw
+
+    def losses(self, x_in, x_target, sigma, mask, training=False):
+        """Self-supervised losses. x_in: encoder input (noisy); x_target: the pattern before
+        injected noise, which real data has too (it is the measured pattern itself)."""
+        stn = self._stn
+        m, raw = self.matrices(x_in, training=training)
+        ref = tf.broadcast_to(self.reference[None], tf.shape(x_target))
+        blur_ref = stn.gaussian_blur(ref, sigma)
+        to_ref = stn.gaussian_blur(stn.warp(x_target, m), sigma)
+        to_pattern = stn.gaussian_blur(stn.warp(ref, tf.linalg.inv(m)), sigma)
+        blur_target = stn.gaussian_blur(x_target, sigma)
+        norm = tf.reduce_sum(mask) + 1e-6
+        l_ref = tf.reduce_mean(tf.reduce_sum(mask * (to_ref - blur_ref) ** 2, [1, 2, 3]) / norm)
+        l_pattern = tf.reduce_mean(tf.reduce_sum(mask * (to_pattern - blur_target) ** 2, [1, 2, 3]) / norm)
+        # Keep raw outputs off tanh's flat tails: they must also fit the firmware's output type.
+        penalty = tf.reduce_mean(tf.nn.relu(tf.abs(raw) - 2.5) ** 2)
+        return {"cycle_ref": l_ref, "cycle_pattern": l_pattern, "penalty": penalty,
+                "total": l_ref + l_pattern + penalty}

@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make hls` (the whole pipeline on the default preset)
+# and `make test`. Every target that needs the environment depends on `setup`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PRESET ?= default
+RUN    ?= runs/$(PRESET)
+
+.PHONY: setup hls test bench csim synth robustness report clean
+
+setup: $(STAMP)
+
+# Re-install only when pyproject.toml changed: quick when nothing did.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+hls: setup
+	$(VENV)/bin/ccstae hls --config $(PRESET)
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/bench_simulate.py
+	@for b in bench/bench_*.py; do [ $$b = bench/bench_simulate.py ] || $(PY) $$b; done
+
+# Vendor flows: run only where vitis_hls / vivado_hls is on PATH, else say so and exit 0.
+csim: setup
+	$(VENV)/bin/ccstae vendor csim --config $(PRESET)
+
+synth: setup
+	$(VENV)/bin/ccstae vendor synth --config $(PRESET)
+
+clean:
+	rm -rf hls_projects/*/ runs/ data/ reports/ .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

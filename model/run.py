@@ -1,0 +1,61 @@
+"""A trained run directory (see model/train.py), loaded for inference."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from model import preprocess
+from model.errors import DataError, UserError
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    pattern: int  # detector pattern size the run was trained on (before binning)
+    binning: int
+    scale: float
+    encoder: object  # keras.Model
+
+    def inputs(self, patterns: np.ndarray) -> np.ndarray:
+        return preprocess.preprocess(patterns, self.scale, self.binning)
+
+
+def load_run(path) -> Run:
+    from tensorflow import keras
+
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: no such run directory")
+    if not (path / "DONE").exists() or not (path / "encoder.h5").exists():
+        raise UserError(f"{path}: not a finished run (no DONE / encoder.h5); train it or --resume it first")
+    pre = json.loads((path / "preprocess.json").read_text())
+    encoder = keras.models.load_model(path / "encoder.h5", compile=False)
+    return Run(path, json.loads((path / "config.json").read_text()), int(pre["pattern"]),
+               int(pre["binning"]), float(pre["scale"]), encoder)
+
+
+def check_pattern_size(cube, pattern: int) -> None:
+    qx, qy = cube.shape[2:]
+    if (qx, qy) != (pattern, pattern):
+        raise DataError(f"{cube.path}: patterns are {qx}x{qy} but the model was trained on {pattern}x{pattern}")
+
+
+def predict_raw(predict_fn, cube, inputs_fn, batch_size: int = 256, progress: bool = True) -> np.ndarray:
+    """Stream a cube through `predict_fn` (inputs -> raw outputs (n, 4)) -> (Rx, Ry, 4).
+
+    Only one batch of patterns is in memory at a time, so cubes larger than memory work.
+    """
+    rx, ry = cube.shape[:2]
+    out = np.zeros((rx * ry, 4), np.float64)
+    with tqdm(total=rx * ry, disable=not progress, desc="predict", unit="pattern", dynamic_ncols=True) as bar:
+        for start, batch in cube.iter_batches(batch_size):
+            if not np.all(np.isfinite(batch)):
+                raise DataError(f"{cube.path}: NaN or infinite values in patterns {start}..{start + len(batch) - 1}")
+            out[start:start + len(batch)] = predict_fn(inputs_fn(batch))
+            bar.update(len(batch))
+    return out.reshape(rx, ry, 4)

@@ -1,0 +1,229 @@
+"""Self-supervised training of the CC-ST-AE with noise injection.
+
+No labels: the loss is the cycle loss of model/network.py, early stopping and model
+selection use the same loss on held-out probe positions. Ground truth, when a cube has
+it, is never read here.
+
+A run directory holds:
+    config.json        the effective config
+    preprocess.json    pattern size, binning and the input scale s (model/preprocess.py)
+    encoder.h5         the best encoder (lowest validation loss), Keras 2 HDF5
+    reference.npy      the learned reference pattern (encoder input space)
+    history.json       losses per epoch
+    checkpoints/       the last state (weights, optimizer, epoch) for --resume
+    DONE               written last: the run finished
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from model import network, noise, preprocess, stn
+from model.data_io import open_cube
+from model.errors import UserError
+
+NOISE_MODES = ("none", "fixed", "mixed", "curriculum")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def validate_train_config(cfg: dict) -> None:
+    t = cfg["train"]
+    if t["noise_mode"] not in NOISE_MODES:
+        raise UserError(f"config train.noise_mode '{t['noise_mode']}' is not one of {', '.join(NOISE_MODES)}")
+    if t["noise_per"] not in ("sample", "batch"):
+        raise UserError("config train.noise_per must be 'sample' or 'batch'")
+    if not t["noise_levels"] or any(not 0 <= w < 1 for w in t["noise_levels"]):
+        raise UserError("config train.noise_levels must be a non-empty list of levels in [0, 1)")
+    for key in ("epochs", "batch_size", "max_patterns"):
+        if int(t[key]) < 1:
+            raise UserError(f"config train.{key} must be >= 1")
+    if not 0 < t["val_fraction"] < 0.5:
+        raise UserError("config train.val_fraction must be in (0, 0.5)")
+    if not 0 <= t["mask_inner"] < t["mask_outer"] <= 0.5:
+        raise UserError("config train: need 0 <= mask_inner < mask_outer <= 0.5")
+
+
+def noise_levels_for(t: dict, epoch: int, n: int, rng: np.random.Generator):
+    """Per-sample noise levels for one batch of size n at this epoch (None: no noise)."""
+    mode, levels = t["noise_mode"], np.asarray(t["noise_levels"], float)
+    if mode == "none":
+        return None
+    if mode == "fixed":
+        return np.full(n, levels[0])
+    if mode == "curriculum":
+        # Admit levels in increasing order over the first half of training.
+        progress = min(1.0, (epoch + 1) / max(1, t["epochs"] // 2))
+        levels = np.sort(levels)[: max(1, int(np.ceil(progress * len(levels))))]
+    if t["noise_per"] == "batch":
+        return np.full(n, rng.choice(levels))
+    return rng.choice(levels, size=n)
+
+
+def blur_at(t: dict, epoch: int) -> float:
+    frac = min(1.0, epoch / max(1, 0.6 * t["epochs"]))
+    return float(t["blur_start"] + (t["blur_end"] - t["blur_start"]) * frac)
+
+
+def load_patterns(cube_path: Path, t: dict, seed: int) -> np.ndarray:
+    """All patterns of a small cube, or a random sample of max_patterns from a large one."""
+    with open_cube(cube_path) as cube:
+        n = len(cube)
+        if n <= t["max_patterns"]:
+            patterns = np.concatenate([b for _, b in cube.iter_batches(1024)])
+        else:
+            patterns = cube.sample(t["max_patterns"], np.random.default_rng(seed))
+    if not np.all(np.isfinite(patterns)):
+        raise UserError(f"{cube_path}: the cube holds NaN or infinite values")
+    return patterns.astype(np.float32)
+
+
+class Trainer:
+    def __init__(self, cfg: dict, patterns: np.ndarray, run_dir: Path, scan_shape=None):
+        validate_train_config(cfg)
+        self.cfg, self.t, self.run_dir = cfg, cfg["train"], Path(run_dir)
+        t, m = self.t, cfg["model"]
+        tf.keras.utils.set_random_seed(t["seed"])
+        tf.config.experimental.enable_op_determinism()
+        self.binning = int(m["input_binning"])
+        self.pattern = patterns.shape[-1] // self.binning
+        self.scale = preprocess.fit_scale(patterns[:: max(1, len(patterns) // 2000)], self.binning)
+        self.counts, self.gamma = float(cfg["noise"]["counts"]), float(cfg["noise"]["lorentz_gamma"])
+
+        rng = np.random.default_rng(t["seed"])
+        order = rng.permutation(len(patterns))
+        n_val = max(1, int(round(t["val_fraction"] * len(patterns))))
+        self.train_raw, self.val_raw = patterns[order[n_val:]], patterns[order[:n_val]]
+        # The validation set gets fixed noise draws at the training levels, once.
+        val_levels = np.resize(np.asarray(t["noise_levels"] if t["noise_mode"] != "none" else [0.0]), n_val)
+        self.val_in = self.prep(self.noisy(self.val_raw, val_levels, np.random.default_rng(t["seed"] + 1)))
+        self.val_target = self.prep(self.val_raw)
+
+        encoder = network.build_encoder(self.pattern, m["filters"], m["dense"])
+        # Reference init: the mean of a few training patterns that look alike (the nearest
+        # neighbours of one pattern), i.e. one grain's pattern with noise averaged out.
+        x = self.prep(self.train_raw[: min(len(self.train_raw), 4000)])
+        d = np.mean((x - x[:1]) ** 2, axis=(1, 2, 3))
+        reference = x[np.argsort(d)[:16]].mean(axis=0)
+        self.model = network.CCSTAE(encoder, reference)
+        self.mask = stn.annular_mask(self.pattern, t["mask_inner"] * self.pattern, t["mask_outer"] * self.pattern)
+        self.optimizer = tf.keras.optimizers.Adam(t["learning_rate"])
+        self.epoch = tf.Variable(0, dtype=tf.int64)
+        self.best_val = tf.Variable(np.inf, dtype=tf.float64)
+        self.ckpt = tf.train.Checkpoint(encoder=encoder, reference=self.model.reference_logit,
+                                        optimizer=self.optimizer, epoch=self.epoch, best_val=self.best_val)
+        self.manager = tf.train.CheckpointManager(self.ckpt, str(self.run_dir / "checkpoints"), max_to_keep=2)
+
+    def noisy(self, raw, levels, rng):
+        if levels is None:
+            return raw
+        return noise.add_noise(raw, levels, self.counts, rng, gamma_frac=self.gamma)
+
+    def prep(self, raw):
+        return preprocess.preprocess(raw, self.scale, self.binning)
+
+    @tf.function
+    def _step(self, x_in, x_target, sigma, mask):
+        with tf.GradientTape() as tape:
+            losses = self.model.losses(x_in, x_target, sigma, mask, training=True)
+        variables = self.model.trainable()
+        grads = tape.gradient(losses["total"], variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return losses
+
+    @tf.function
+    def _eval(self, x_in, x_target, sigma, mask):
+        return self.model.losses(x_in, x_target, sigma, mask)
+
+    def validation_loss(self) -> float:
+        sigma = tf.constant(self.t["blur_end"], tf.float32)
+        totals = []
+        for i in range(0, len(self.val_in), 256):
+            losses = self._eval(self.val_in[i:i + 256], self.val_target[i:i + 256], sigma, self.mask)
+            totals.append(float(losses["cycle_ref"] + losses["cycle_pattern"]) * len(self.val_in[i:i + 256]))
+        return sum(totals) / len(self.val_in)
+
+    def fit(self, resume: bool = False, progress: bool = True) -> dict:
+        t, run = self.t, self.run_dir
+        history_path = run / "history.json"
+        history = []
+        if resume:
+            if self.manager.latest_checkpoint is None:
+                raise UserError(f"{run}: nothing to resume (no checkpoint in {run / 'checkpoints'})")
+            self.ckpt.restore(self.manager.latest_checkpoint)
+            history = json.loads(history_path.read_text()) if history_path.exists() else []
+            history = history[: int(self.epoch.numpy())]
+        self.write_static()
+        bs, stale = t["batch_size"], 0
+        n_batches = int(np.ceil(len(self.train_raw) / bs))
+        start = int(self.epoch.numpy())
+        bar = tqdm(total=t["epochs"] * n_batches, initial=start * n_batches, disable=not progress,
+                   desc="train", unit="batch", dynamic_ncols=True)
+        for epoch in range(start, t["epochs"]):
+            rng = np.random.default_rng([t["seed"], epoch])  # per epoch: resume draws the same noise
+            sigma = tf.constant(blur_at(t, epoch), tf.float32)
+            order = rng.permutation(len(self.train_raw))
+            t0, sums = time.time(), {}
+            for b in range(n_batches):
+                raw = self.train_raw[order[b * bs:(b + 1) * bs]]
+                x_in = self.prep(self.noisy(raw, noise_levels_for(t, epoch, len(raw), rng), rng))
+                losses = self._step(x_in, self.prep(raw), sigma, self.mask)
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) / n_batches
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{float(losses['total']):.4g}")
+            val = self.validation_loss()
+            improved = val < float(self.best_val.numpy())
+            if improved:
+                self.best_val.assign(val)
+                self.save_best()
+            history.append({"epoch": epoch + 1, "blur": float(sigma), "val_loss": val,
+                            "seconds": time.time() - t0, **sums})
+            self.epoch.assign(epoch + 1)
+            self.manager.save()
+            atomic_write_text(history_path, json.dumps(history, indent=1))
+            stale = 0 if improved else stale + 1
+            # Patience counts only once the blur schedule has settled: earlier losses are
+            # measured at another blur and are not comparable.
+            if epoch + 1 > 0.6 * t["epochs"] and stale >= t["patience"]:
+                break
+        bar.close()
+        atomic_write_text(run / "DONE", json.dumps({"epochs": int(self.epoch.numpy()),
+                                                      "best_val_loss": float(self.best_val.numpy())}))
+        return {"history": history, "best_val_loss": float(self.best_val.numpy())}
+
+    def write_static(self):
+        run = self.run_dir
+        run.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run / "config.json", json.dumps(self.cfg, indent=1))
+        atomic_write_text(run / "preprocess.json", json.dumps(
+            {"pattern": self.pattern * self.binning, "binning": self.binning, "scale": self.scale}, indent=1))
+
+    def save_best(self):
+        run = self.run_dir
+        tmp = run / "encoder.tmp.h5"
+        self.model.encoder.save(tmp, save_format="h5")
+        os.replace(tmp, run / "encoder.h5")
+        np.save(run / "reference.tmp.npy", self.model.reference.numpy())
+        os.replace(run / "reference.tmp.npy", run / "reference.npy")
+
+
+def train(cfg: dict, cube_path: Path, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
+    run_dir = Path(run_dir)
+    if (run_dir / "DONE").exists() and not resume:
+        raise UserError(f"{run_dir}: a finished run is already there (choose another --out)")
+    patterns = load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"])
+    trainer = Trainer(cfg, patterns, run_dir)
+    trainer.write_static()
+    atomic_write_text(run_dir / "input.json", json.dumps({"cube": str(cube_path)}))
+    return trainer.fit(resume=resume, progress=progress)
