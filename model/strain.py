@@ -3,9 +3,12 @@
 The encoder gives M per probe position with (pattern lattice) = M (reference lattice).
 The simulator's lattice obeys g' = R(theta) (I + eps)^-T g, so the same decomposition
 applies to both: referenced to a region of the scan, M_rel = M M_region^-1 (M_region the
-element-wise median over the region), then the polar decomposition M_rel = R U with U
+mean matrix over the region), then the polar decomposition M_rel = R U with U
 symmetric gives eps = U^-1 - I and theta = angle(R). Ground truth goes through the very
-same referencing, so the learned reference's own strain and rotation cancel.
+same referencing, so the learned reference's own strain and rotation cancel. That holds
+exactly for the mean, which is linear; an element-wise median is robust to outliers
+(grain boundaries) but not equivariant, so it leaves a bias of the order of the strain
+spread in the region: `stat="median"` is offered, the mean is the default.
 
 Rotation is only defined modulo 60 degrees for a hexagonal lattice: errors are wrapped.
 """
@@ -46,10 +49,12 @@ def polar_strain(m: np.ndarray) -> dict:
             "theta": np.arctan2(rot[..., 1, 0], rot[..., 0, 0])}
 
 
-def strain_maps(matrices: np.ndarray, region=None) -> dict:
-    """(Rx, Ry, 2, 2) matrices -> maps referenced to the median matrix of `region`."""
+def strain_maps(matrices: np.ndarray, region=None, stat: str = "mean") -> dict:
+    """(Rx, Ry, 2, 2) matrices -> maps referenced to the mean (or median) matrix of `region`."""
     rs, cs = parse_region(region, matrices.shape[:2]) if not isinstance(region, tuple) else region
-    m_ref = np.median(matrices[rs, cs].reshape(-1, 2, 2), axis=0)
+    if stat not in ("mean", "median"):
+        raise UserError(f"reference statistic '{stat}' is not 'mean' or 'median'")
+    m_ref = getattr(np, stat)(matrices[rs, cs].reshape(-1, 2, 2), axis=0)
     return polar_strain(matrices @ np.linalg.inv(m_ref))
 
 

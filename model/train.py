@@ -89,7 +89,12 @@ def load_patterns(cube_path: Path, t: dict, seed: int) -> np.ndarray:
 
 
 class Trainer:
-    def __init__(self, cfg: dict, patterns: np.ndarray, run_dir: Path, scan_shape=None):
+    """Trains a CC-ST-AE. quant/ reuses it for quantization-aware training by handing in its
+    own encoder, the float run's input scale and reference, per-batch hooks (the pruning
+    step) and a save function."""
+
+    def __init__(self, cfg: dict, patterns: np.ndarray, run_dir: Path, encoder=None, scale=None,
+                 reference=None, batch_hooks=(), save_encoder=None):
         validate_train_config(cfg)
         self.cfg, self.t, self.run_dir = cfg, cfg["train"], Path(run_dir)
         t, m = self.t, cfg["model"]
@@ -97,7 +102,11 @@ class Trainer:
         tf.config.experimental.enable_op_determinism()
         self.binning = int(m["input_binning"])
         self.pattern = patterns.shape[-1] // self.binning
-        self.scale = preprocess.fit_scale(patterns[:: max(1, len(patterns) // 2000)], self.binning)
+        if scale is None:
+            scale = preprocess.fit_scale(patterns[:: max(1, len(patterns) // 2000)], self.binning)
+        self.scale = float(scale)
+        self.batch_hooks = list(batch_hooks)
+        self.save_encoder = save_encoder or (lambda enc, path: enc.save(path, save_format="h5", include_optimizer=False))
         self.counts, self.gamma = float(cfg["noise"]["counts"]), float(cfg["noise"]["lorentz_gamma"])
 
         rng = np.random.default_rng(t["seed"])
@@ -109,12 +118,14 @@ class Trainer:
         self.val_in = self.prep(self.noisy(self.val_raw, val_levels, np.random.default_rng(t["seed"] + 1)))
         self.val_target = self.prep(self.val_raw)
 
-        encoder = network.build_encoder(self.pattern, m["filters"], m["dense"])
-        # Reference init: the mean of a few training patterns that look alike (the nearest
-        # neighbours of one pattern), i.e. one grain's pattern with noise averaged out.
-        x = self.prep(self.train_raw[: min(len(self.train_raw), 4000)])
-        d = np.mean((x - x[:1]) ** 2, axis=(1, 2, 3))
-        reference = x[np.argsort(d)[:16]].mean(axis=0)
+        if encoder is None:
+            encoder = network.build_encoder(self.pattern, m["filters"], m["dense"])
+        if reference is None:
+            # Init: the mean of a few training patterns that look alike (the nearest
+            # neighbours of one pattern), i.e. one grain's pattern with noise averaged out.
+            x = self.prep(self.train_raw[: min(len(self.train_raw), 4000)])
+            d = np.mean((x - x[:1]) ** 2, axis=(1, 2, 3))
+            reference = x[np.argsort(d)[:16]].mean(axis=0)
         self.model = network.CCSTAE(encoder, reference)
         self.mask = stn.annular_mask(self.pattern, t["mask_inner"] * self.pattern, t["mask_outer"] * self.pattern)
         self.optimizer = tf.keras.optimizers.Adam(t["learning_rate"])
@@ -177,6 +188,8 @@ class Trainer:
             for b in range(n_batches):
                 raw = self.train_raw[order[b * bs:(b + 1) * bs]]
                 x_in = self.prep(self.noisy(raw, noise_levels_for(t, epoch, len(raw), rng), rng))
+                for hook in self.batch_hooks:
+                    hook(epoch * n_batches + b)
                 losses = self._step(x_in, self.prep(raw), sigma, self.mask)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + float(v) / n_batches
@@ -212,7 +225,7 @@ class Trainer:
     def save_best(self):
         run = self.run_dir
         tmp = run / "encoder.tmp.h5"
-        self.model.encoder.save(tmp, save_format="h5")
+        self.save_encoder(self.model.encoder, tmp)
         os.replace(tmp, run / "encoder.h5")
         np.save(run / "reference.tmp.npy", self.model.reference.numpy())
         os.replace(run / "reference.tmp.npy", run / "reference.npy")
