@@ -1,0 +1,91 @@
+"""Self-supervised training on the tiny preset: the loss falls, resume continues, runs load."""
+import json
+
+import numpy as np
+import pytest
+
+from model import train
+from model.config import load_config
+from model.errors import UserError
+from model.simulate import simulate_scan
+
+
+@pytest.fixture(scope="module")
+def tiny_cube(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "tiny_clean.h5"
+    simulate_scan(load_config("tiny"), path, clean=True, progress=False)
+    return path
+
+
+def tiny_config(epochs=4, **train_overrides):
+    cfg = load_config("tiny")
+    cfg["train"].update(epochs=epochs, batch_size=16, **train_overrides)
+    return cfg
+
+
+def test_loss_falls_and_the_run_is_complete(tiny_cube, tmp_path):
+    result = train.train(tiny_config(epochs=6, blur_start=1.0, blur_end=1.0), tiny_cube, tmp_path / "run",
+                         progress=False)
+    losses = [h["val_loss"] for h in result["history"]]
+    assert min(losses[1:]) < 0.8 * losses[0], losses
+    for name in ("encoder.h5", "reference.npy", "config.json", "preprocess.json", "history.json", "DONE"):
+        assert (tmp_path / "run" / name).exists(), name
+    from model.run import load_run
+
+    run = load_run(tmp_path / "run")
+    assert run.pattern == 32 and run.scale > 0
+
+
+def test_resume_continues_from_the_saved_epoch(tiny_cube, tmp_path):
+    run = tmp_path / "run"
+    patterns = train.load_patterns(tiny_cube, tiny_config()["train"], 0)
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_epoch_3(step, n_batches=int(np.ceil(len(patterns) * 0.9 / 16))):
+        if step >= 2 * n_batches + 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train.Trainer(tiny_config(epochs=4), patterns, run, batch_hooks=[kill_in_epoch_3]).fit(progress=False)
+    assert not (run / "DONE").exists()
+    first = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in first] == [1, 2]
+    resumed = train.train(tiny_config(epochs=4), tiny_cube, run, resume=True, progress=False)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
+    # Epochs 1-2 were not recomputed, and 3-4 are what an uninterrupted run computes.
+    assert resumed["history"][:2] == first
+    straight = train.train(tiny_config(epochs=4), tiny_cube, tmp_path / "straight", progress=False)
+    assert [h["val_loss"] for h in resumed["history"]] == [h["val_loss"] for h in straight["history"]]
+    assert json.loads((run / "DONE").read_text())["epochs"] == 4
+
+
+def test_same_seed_same_result(tiny_cube, tmp_path):
+    a = train.train(tiny_config(epochs=1), tiny_cube, tmp_path / "a", progress=False)
+    b = train.train(tiny_config(epochs=1), tiny_cube, tmp_path / "b", progress=False)
+    assert a["best_val_loss"] == b["best_val_loss"]
+
+
+def test_noise_modes_draw_the_levels_they_promise():
+    rng = np.random.default_rng(0)
+    t = tiny_config()["train"]
+    t.update(noise_levels=[0.0, 0.5, 0.7], epochs=10)
+    assert noise_set(t, "fixed", 0, rng) == {0.0}
+    assert noise_set(t, "mixed", 0, rng) == {0.0, 0.5, 0.7}
+    assert noise_set(t, "curriculum", 0, rng) == {0.0}  # clean first
+    assert noise_set(t, "curriculum", 9, rng) == {0.0, 0.5, 0.7}
+    assert train.noise_levels_for(dict(t, noise_mode="none"), 0, 8, rng) is None
+
+
+def noise_set(t, mode, epoch, rng):
+    return set(np.round(train.noise_levels_for(dict(t, noise_mode=mode), epoch, 500, rng), 3).tolist())
+
+
+def test_bad_configs_are_user_errors(tiny_cube, tmp_path):
+    with pytest.raises(UserError, match="noise_mode"):
+        train.train(tiny_config(noise_mode="loud"), tiny_cube, tmp_path / "x", progress=False)
+    with pytest.raises(UserError, match="noise_levels"):
+        train.train(tiny_config(noise_levels=[1.5]), tiny_cube, tmp_path / "x", progress=False)
+    with pytest.raises(UserError, match="nothing to resume"):
+        train.train(tiny_config(), tiny_cube, tmp_path / "never", resume=True, progress=False)
