@@ -75,9 +75,9 @@ def blur_at(t: dict, epoch: int) -> float:
     return float(t["blur_start"] + (t["blur_end"] - t["blur_start"]) * frac)
 
 
-def load_patterns(cube_path: Path, t: dict, seed: int) -> np.ndarray:
+def load_patterns(cube_path: Path, t: dict, seed: int, dataset: str | None = None) -> np.ndarray:
     """All patterns of a small cube, or a random sample of max_patterns from a large one."""
-    with open_cube(cube_path) as cube:
+    with open_cube(cube_path, dataset=dataset) as cube:
         n = len(cube)
         if n <= t["max_patterns"]:
             patterns = np.concatenate([b for _, b in cube.iter_batches(1024)])
@@ -231,12 +231,13 @@ class Trainer:
         os.replace(run / "reference.tmp.npy", run / "reference.npy")
 
 
-def train(cfg: dict, cube_path: Path, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
+def train(cfg: dict, cube_path: Path, run_dir: Path, resume: bool = False, progress: bool = True,
+          dataset: str | None = None) -> dict:
     run_dir = Path(run_dir)
     if (run_dir / "DONE").exists() and not resume:
         raise UserError(f"{run_dir}: a finished run is already there (choose another --out)")
-    patterns = load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"])
+    patterns = load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset)
     trainer = Trainer(cfg, patterns, run_dir)
     trainer.write_static()
-    atomic_write_text(run_dir / "input.json", json.dumps({"cube": str(cube_path)}))
+    atomic_write_text(run_dir / "input.json", json.dumps({"cube": str(Path(cube_path).resolve()), "dataset": dataset}))
     return trainer.fit(resume=resume, progress=progress)
