@@ -1,0 +1,326 @@
+"""Kinematic 4D-STEM simulator: a strained hexagonal polycrystal seen by a scanned probe.
+
+Sample. A 2D scan of Rx x Ry probe positions over Voronoi grains, each with its own
+in-plane rotation, plus smooth (Gaussian-filtered white noise) strain and rotation fields.
+`ground_truth_maps` returns exx, eyy, exy (dimensionless), theta (RADIANS) and the grain
+label of every probe position.
+
+Pattern geometry (the convention the model relies on; it matches model/stn.py):
+
+- A detector pixel (row, col) has its centre at index coordinates (row, col). The pattern
+  centre is c = (P - 1) / 2 on both axes (between the two middle pixels for even P).
+- A reciprocal vector g = (x, y) in pixels maps to the pixel position
+      row = c + y,   col = c + x,
+  i.e. x runs along columns (numpy axis -1) and y along rows (numpy axis -2), y pointing
+  down the image. R(theta) = [[cos, -sin], [sin, cos]] acts on (x, y).
+- Reference lattice: hexagonal, real-space constant a, first-order |g| = 2 / (sqrt(3) a)
+  (1/Angstrom, no 2 pi), g1 = |g| (1, 0) and g2 = |g| (1/2, sqrt(3)/2) in (x, y).
+- A probe position with strain eps = [[exx, exy], [exy, eyy]] and rotation theta puts the
+  disk of g at  g' = R(theta) (I + eps)^-T g ; the central disk stays at g' = 0.
+  `disk_centres` returns these positions as (row, col) pixel coordinates.
+
+Detector: reciprocal pixel size k_px = (detector pixel / camera length) / lambda, with
+lambda the relativistic electron wavelength. Disks are soft top-hats of radius
+convergence / lambda / k_px pixels with intensity exp(-B |g|^2 / 4) (|g| of the reference
+lattice), the central disk `central_disk` times a first-order disk. Patterns are float32
+and normalised to sum 1, which is what model/noise.py expects.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import constants
+from scipy.ndimage import gaussian_filter
+from tqdm import tqdm
+
+from model.errors import UserError
+
+
+def electron_wavelength(kv: float) -> float:
+    """Relativistic electron wavelength in Angstrom at an accelerating voltage in kV."""
+    v = kv * 1e3
+    m, e, c, h = constants.m_e, constants.e, constants.c, constants.h
+    return h / math.sqrt(2 * m * e * v * (1 + e * v / (2 * m * c**2))) * 1e10
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """The [simulate] section of a config, validated, plus the derived detector geometry."""
+    scan: tuple
+    pattern: int
+    n_grains: int
+    grain_rotation_deg: float
+    rotation_field_deg: float
+    strain_amplitude: float
+    strain_correlation: float
+    lattice_constant: float
+    beam_energy_kv: float
+    camera_length_mm: float
+    detector_pixel_um: float
+    convergence_mrad: float
+    disk_edge_px: float
+    intensity_decay: float
+    central_disk: float
+    jitter_px: float
+    seed: int
+
+    @classmethod
+    def from_config(cls, sim: dict) -> "SimParams":
+        """Build from the [simulate] dict; every bad value is a UserError naming its key."""
+        def bad(key, why):
+            return UserError(f"config simulate.{key} = {sim.get(key)!r}: {why}")
+
+        missing = [f for f in cls.__dataclass_fields__ if f not in sim]
+        if missing:
+            raise UserError(f"config [simulate] is missing {', '.join(missing)}")
+        scan = sim["scan"]
+        if (not isinstance(scan, (list, tuple)) or len(scan) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in scan)):
+            raise bad("scan", "must be two positive integers [Rx, Ry]")
+        ints = {"pattern": 8, "n_grains": 1, "seed": 0}
+        for key, low in ints.items():
+            v = sim[key]
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise bad(key, f"must be an integer >= {low}")
+        positive = ["strain_correlation", "lattice_constant", "beam_energy_kv", "camera_length_mm",
+                    "detector_pixel_um", "convergence_mrad", "disk_edge_px"]
+        non_negative = ["grain_rotation_deg", "rotation_field_deg", "strain_amplitude",
+                        "intensity_decay", "central_disk", "jitter_px"]
+        for key in positive + non_negative:
+            v = sim[key]
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise bad(key, "must be a finite number")
+            if key in positive and v <= 0:
+                raise bad(key, "must be > 0")
+            if v < 0:
+                raise bad(key, "must be >= 0")
+        if sim["strain_amplitude"] >= 0.5:
+            raise bad("strain_amplitude", "must be < 0.5 (a strain, not a percentage)")
+        p = cls(scan=tuple(int(v) for v in scan), **{k: (float(sim[k]) if k not in ints else int(sim[k]))
+                                                      for k in cls.__dataclass_fields__ if k != "scan"})
+        if p.g1_px + p.disk_radius_px >= p.pattern / 2:
+            raise UserError(f"config [simulate]: first-order disks at {p.g1_px:.1f} px (radius "
+                            f"{p.disk_radius_px:.1f} px) do not fit on a {p.pattern} px detector; "
+                            "shorten camera_length_mm or enlarge pattern")
+        return p
+
+    # Derived geometry. Units: Angstrom, 1/Angstrom, detector pixels.
+    @property
+    def wavelength(self) -> float:
+        return electron_wavelength(self.beam_energy_kv)
+
+    @property
+    def k_px(self) -> float:
+        """Reciprocal-space size of one detector pixel (1/Angstrom)."""
+        return (self.detector_pixel_um * 1e-6 / (self.camera_length_mm * 1e-3)) / self.wavelength
+
+    @property
+    def g1(self) -> float:
+        """First-order reciprocal vector length (1/Angstrom)."""
+        return 2 / (math.sqrt(3) * self.lattice_constant)
+
+    @property
+    def g1_px(self) -> float:
+        return self.g1 / self.k_px
+
+    @property
+    def disk_radius_px(self) -> float:
+        return self.convergence_mrad * 1e-3 / self.wavelength / self.k_px
+
+    @property
+    def centre(self) -> float:
+        """Pattern centre (row and col) in pixel index coordinates."""
+        return (self.pattern - 1) / 2
+
+    def geometry(self) -> dict:
+        """Derived numbers worth saving next to the data."""
+        return {"wavelength_A": self.wavelength, "k_px_inv_A": self.k_px, "g1_px": self.g1_px,
+                "disk_radius_px": self.disk_radius_px, "pattern_centre_px": self.centre}
+
+
+def sim_params(cfg) -> SimParams:
+    """SimParams from a SimParams, a [simulate] dict or a whole config (with a 'simulate' key)."""
+    if isinstance(cfg, SimParams):
+        return cfg
+    if "simulate" in cfg:
+        cfg = cfg["simulate"]
+    return SimParams.from_config(cfg)
+
+
+# ---------------------------------------------------------------------------------------
+# Ground truth
+
+
+def _smooth_field(rng, shape, sigma, amplitude):
+    """Gaussian-filtered white noise rescaled so max |field| = amplitude."""
+    field = gaussian_filter(rng.standard_normal(shape), sigma, mode="reflect")
+    field -= field.mean()
+    peak = np.abs(field).max()
+    return field * (amplitude / peak) if peak > 0 else np.zeros(shape)
+
+
+def ground_truth_maps(sim_cfg) -> dict:
+    """Maps of the sample: exx, eyy, exy, theta (radians) as (Rx, Ry) float32, grain int32.
+
+    theta = grain rotation (uniform in +-grain_rotation_deg) + a smooth rotation field of
+    amplitude rotation_field_deg. The strain field is one smooth field across grains.
+    """
+    p = sim_params(sim_cfg)
+    rng = np.random.default_rng([p.seed, 0])
+    rx, ry = p.scan
+    seeds = rng.uniform([0, 0], [rx, ry], size=(p.n_grains, 2))
+    rows, cols = np.mgrid[:rx, :ry]
+    d2 = (rows[..., None] + 0.5 - seeds[:, 0]) ** 2 + (cols[..., None] + 0.5 - seeds[:, 1]) ** 2
+    grain = np.argmin(d2, axis=-1).astype(np.int32)
+    grain_rot = np.radians(rng.uniform(-p.grain_rotation_deg, p.grain_rotation_deg, p.n_grains))
+    sigma = p.strain_correlation * (rx + ry) / 2
+    maps = {k: _smooth_field(rng, (rx, ry), sigma, p.strain_amplitude) for k in ("exx", "eyy", "exy")}
+    maps["theta"] = grain_rot[grain] + _smooth_field(rng, (rx, ry), sigma, np.radians(p.rotation_field_deg))
+    out = {k: v.astype(np.float32) for k, v in maps.items()}
+    out["grain"] = grain
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Patterns
+
+
+def reciprocal_lattice(sim_cfg):
+    """Reference lattice vectors g (D, 2) as (x, y) pixels and disk amplitudes (D,).
+
+    All orders whose disk can touch the detector (with margin for strain and jitter); the
+    central disk g = 0 comes first.
+    """
+    p = sim_params(sim_cfg)
+    half = p.disk_radius_px + 5 * p.disk_edge_px
+    gmax = (p.pattern / math.sqrt(2) + half) / (1 - p.strain_amplitude * 2) + 4 * p.jitter_px + 1
+    n = int(math.ceil(gmax / p.g1_px * 2 / math.sqrt(3))) + 1
+    h, k = np.mgrid[-n:n + 1, -n:n + 1].reshape(2, -1)
+    g = p.g1_px * np.stack([h + 0.5 * k, k * math.sqrt(3) / 2], axis=-1)
+    keep = np.hypot(g[:, 0], g[:, 1]) <= gmax
+    g = g[keep]
+    g = g[np.argsort(np.hypot(g[:, 0], g[:, 1]), kind="stable")]  # g = 0 first
+    amp = np.exp(-p.intensity_decay * (np.hypot(g[:, 0], g[:, 1]) * p.k_px) ** 2 / 4)
+    amp[0] = p.central_disk * math.exp(-p.intensity_decay * p.g1**2 / 4)
+    return g, amp
+
+
+def lattice_matrix(exx, eyy, exy, theta) -> np.ndarray:
+    """M = R(theta) (I + eps)^-T for arrays of any (same) shape -> (..., 2, 2), in (x, y)."""
+    exx, eyy, exy, theta = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (exx, eyy, exy, theta)))
+    eps = np.stack([np.stack([exx, exy], -1), np.stack([exy, eyy], -1)], -2)
+    inv_t = np.swapaxes(np.linalg.inv(np.eye(2) + eps), -1, -2)
+    c, s = np.cos(theta), np.sin(theta)
+    rot = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+    return rot @ inv_t
+
+
+def disk_centres(params, exx, eyy, exy, theta) -> np.ndarray:
+    """Pixel coordinates (row, col) of every disk centre, central disk first.
+
+    Scalars -> (D, 2); arrays of shape S -> S + (D, 2). No jitter (that is random per pattern).
+    """
+    p = sim_params(params)
+    g, _ = reciprocal_lattice(p)
+    m = lattice_matrix(exx, eyy, exy, theta)
+    gp = np.einsum("...ij,dj->...di", m, g)  # (..., D, 2) as (x, y)
+    return np.stack([p.centre + gp[..., 1], p.centre + gp[..., 0]], axis=-1)
+
+
+def render_patterns(sim_cfg, exx, eyy, exy, theta, rng=None, batch: int = 64) -> np.ndarray:
+    """Clean patterns (N, P, P) float32, each summing to 1, for flat arrays of N positions.
+
+    Each disk is drawn only in a small window around its centre and the windows are
+    scatter-added with np.bincount, so the cost is per disk, not per detector pixel.
+    rng draws the centre jitter (std jitter_px); without one it is seeded from the config.
+    """
+    p = sim_params(sim_cfg)
+    exx, eyy, exy, theta = (np.atleast_1d(np.asarray(v, np.float64)).ravel() for v in (exx, eyy, exy, theta))
+    n = len(exx)
+    if not len(eyy) == len(exy) == len(theta) == n:
+        raise ValueError("exx, eyy, exy and theta must have the same length")
+    P = p.pattern
+    g, amp = reciprocal_lattice(p)
+    if p.jitter_px > 0:
+        rng = rng if rng is not None else np.random.default_rng([p.seed, 1])
+        shift = rng.normal(0.0, p.jitter_px, size=(n, 2))  # (row, col)
+    else:
+        shift = np.zeros((n, 2))
+    radius, edge = p.disk_radius_px, p.disk_edge_px
+    half = int(math.ceil(radius + 5 * edge)) + 1
+    offsets = np.arange(-half, half + 1)
+    out = np.empty((n, P, P), np.float32)
+    for s in range(0, n, batch):
+        sl = slice(s, min(s + batch, n))
+        b = sl.stop - sl.start
+        centres = disk_centres(p, exx[sl], eyy[sl], exy[sl], theta[sl]) + shift[sl, None, :]  # (b, D, 2)
+        base = np.floor(centres).astype(np.int64)
+        rows = base[..., 0, None, None] + offsets[:, None]  # (b, D, W, 1)
+        cols = base[..., 1, None, None] + offsets[None, :]  # (b, D, 1, W)
+        r = np.hypot(rows - centres[..., 0, None, None], cols - centres[..., 1, None, None])
+        val = amp[:, None, None] * 0.5 * (1 - np.tanh((r - radius) / edge))  # (b, D, W, W)
+        inside = (rows >= 0) & (rows < P) & (cols >= 0) & (cols < P)
+        flat = (np.arange(b)[:, None, None, None] * P + rows) * P + cols
+        img = np.bincount(flat[inside], weights=val[inside], minlength=b * P * P).reshape(b, P, P)
+        img /= img.sum(axis=(1, 2), keepdims=True)
+        out[sl] = img
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Whole scans, streamed to disk
+
+
+def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | None = None, seed: int | None = None,
+                  clean: bool = False, overwrite: bool = False, progress: bool = True, rows: int | None = None) -> Path:
+    """Simulate a scan into our HDF5 layout (model/data_io.py), one scan row at a time.
+
+    cfg: a whole config (load_config). seed (default simulate.seed) picks the sample, the
+    jitter and the noise draws. clean=True writes noise-free patterns (sum 1); otherwise
+    each pattern gets I = Poisson(((1 - w) I + w L) C) / C with w = noise_w and
+    C = counts (default noise.counts). rows: simulate only the first `rows` scan rows
+    (previews, benchmarks). Only one scan row of patterns is ever in memory, and the file
+    appears atomically at the end (no partial file on failure).
+    """
+    from model import data_io, noise
+
+    sim = dict(cfg["simulate"])
+    if seed is not None:
+        sim["seed"] = seed
+    p = sim_params(sim)
+    counts = float(cfg["noise"]["counts"] if counts is None else counts)
+    gamma = float(cfg["noise"]["lorentz_gamma"])
+    if not clean:
+        noise.check_level(noise_w)
+        noise.check_counts(counts)
+    out_path = Path(out_path)
+    data_io.check_output(out_path, overwrite)
+
+    gt = ground_truth_maps(p)
+    rx, ry = p.scan
+    if rows is not None:
+        rx = max(1, min(rx, int(rows)))
+        gt = {k: v[:rx] for k, v in gt.items()}
+    jitter_rng = np.random.default_rng([p.seed, 1])
+    noise_rng = np.random.default_rng([p.seed, 2])
+    cfg_saved = dict(cfg, simulate=sim)
+    attrs = {"config": json.dumps(cfg_saved), "noise_w": 0.0 if clean else float(noise_w),
+             "counts": counts, "clean": bool(clean), "seed": p.seed, "created_by": "ccstae simulate",
+             "geometry": "disk of g at (row, col) = (c + y, c + x), c = (P-1)/2, (x, y) = R(theta)(I+eps)^-T g",
+             "theta_units": "radians"}
+    attrs.update({f"simulate.{k}": v for k, v in asdict(p).items()})
+    attrs.update({f"noise.{k}": v for k, v in cfg["noise"].items()})
+    attrs.update(p.geometry())
+
+    with data_io.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite) as w:
+        for r in tqdm(range(rx), desc="simulate", unit="row", disable=not progress, dynamic_ncols=True):
+            row = render_patterns(p, gt["exx"][r], gt["eyy"][r], gt["exy"][r], gt["theta"][r], rng=jitter_rng)
+            if not clean:
+                row = noise.add_noise(row, noise_w, counts, noise_rng, gamma_frac=gamma)
+            w.write_rows(r, row.reshape(1, ry, p.pattern, p.pattern))
+        w.write_ground_truth(gt)
+    return out_path
