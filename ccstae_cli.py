@@ -94,8 +94,108 @@ def run_inspect(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# train
 
-COMMANDS = [add_simulate_parser, add_inspect_parser]
+
+def add_train_parser(subparsers):
+    p = subparsers.add_parser("train", help="train the CC-ST-AE self-supervised, with noise injection",
+                              description="Self-supervised training (no labels) on a simulated preset or on any "
+                                          "cube the readers take. Checkpoints each epoch; --resume continues.")
+    p.add_argument("--config", default="default", help="preset name or TOML file (default: default)")
+    p.add_argument("--input", type=Path, metavar="CUBE",
+                   help="training cube (HDF5, EMD, .npy); default: simulate the config's clean scan into OUT")
+    p.add_argument("--dataset", help="path of the 4D dataset inside an HDF5 input")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory, e.g. runs/NAME")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_train)
+
+
+def run_train(args) -> int:
+    from model.config import load_config
+    from model.network import describe
+    from model.run import load_run
+    from model.simulate import simulate_scan
+    from model import train
+
+    cfg = load_config(args.config)
+    cube = args.input
+    if cube is None:
+        cube = args.out / "train_data.h5"
+        if not cube.exists():
+            args.out.mkdir(parents=True, exist_ok=True)
+            simulate_scan(cfg, cube, clean=True, progress=not args.no_progress)
+    result = train.train(cfg, cube, args.out, resume=args.resume, progress=not args.no_progress,
+                         dataset=args.dataset)
+    run = load_run(args.out)
+    print(describe(run.encoder))
+    print(f"trained {args.out}: {len(result['history'])} epochs, best validation loss {result['best_val_loss']:.4g}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# strain / evaluate
+
+
+def add_region_options(p):
+    p.add_argument("--region", metavar="R0:R1,C0:C1",
+                   help="reference region of the scan (strain is relative to it; default: the whole scan)")
+    p.add_argument("--stat", choices=("mean", "median"), default="mean",
+                   help="how the region's matrices are combined (mean: exactly consistent; default)")
+
+
+def add_strain_parser(subparsers):
+    p = subparsers.add_parser("strain", help="strain, shear and rotation maps of a cube",
+                              description="Run a trained encoder over a cube (streamed), reference the affine "
+                                          "matrices to a region, write exx/eyy/exy/theta to HDF5 and PNG.")
+    p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR")
+    p.add_argument("--input", type=Path, required=True, metavar="CUBE")
+    p.add_argument("--dataset", help="path of the 4D dataset inside an HDF5 input")
+    p.add_argument("--out", type=Path, required=True, metavar="STRAIN.h5")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    add_region_options(p)
+    p.set_defaults(handler=run_strain)
+
+
+def run_strain(args) -> int:
+    from model.evaluate import strain_command
+    from model.run import load_run
+
+    res = strain_command(load_run(args.model), args.input, args.out, args.region, args.stat, args.dataset,
+                         args.overwrite, progress=not args.no_progress)
+    print(f"wrote {res['out']} and {res['png']} ({res['patterns_per_second']:.0f} patterns/s)")
+    return 0
+
+
+def add_evaluate_parser(subparsers):
+    p = subparsers.add_parser("evaluate", help="MAE of the strain maps against a cube's ground truth",
+                              description="Strain maps of a cube with ground truth, referenced like the truth, "
+                                          "mean absolute error per map as JSON and a side-by-side PNG.")
+    p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR")
+    p.add_argument("--input", type=Path, required=True, metavar="CUBE_WITH_GROUND_TRUTH")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: RUN_DIR/evaluate)")
+    p.add_argument("--no-progress", action="store_true")
+    add_region_options(p)
+    p.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    from model.evaluate import evaluate_command
+    from model.run import load_run
+
+    res = evaluate_command(load_run(args.model), args.input, args.out, args.region, args.stat,
+                           progress=not args.no_progress)
+    m = res["mae"]
+    print(f"MAE exx {m['exx']:.5f}  eyy {m['eyy']:.5f}  exy {m['exy']:.5f}  theta {m['theta']:.3f} deg"
+          f"  ({res['patterns_per_second']:.0f} patterns/s)")
+    print(f"wrote {res['json']} and {res['png']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+
+COMMANDS = [add_simulate_parser, add_inspect_parser, add_train_parser, add_strain_parser, add_evaluate_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
     from model.errors import UserError
 
     parser = build_parser()
