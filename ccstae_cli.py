@@ -103,7 +103,8 @@ def add_train_parser(subparsers):
                                           "cube the readers take. Checkpoints each epoch; --resume continues.")
     p.add_argument("--config", default="default", help="preset name or TOML file (default: default)")
     p.add_argument("--input", type=Path, metavar="CUBE",
-                   help="training cube (HDF5, EMD, .npy); default: simulate the config's clean scan into OUT")
+                   help="training cube (HDF5, EMD, .npy); default: simulate the config's clean training "
+                        "sample into OUT/train_data.h5")
     p.add_argument("--dataset", help="path of the 4D dataset inside an HDF5 input")
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory, e.g. runs/NAME")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
@@ -115,7 +116,6 @@ def run_train(args) -> int:
     from model.config import load_config
     from model.network import describe
     from model.run import load_run
-    from model.simulate import simulate_scan
     from model import train
 
     cfg = load_config(args.config)
@@ -124,7 +124,7 @@ def run_train(args) -> int:
         cube = args.out / "train_data.h5"
         if not cube.exists():
             args.out.mkdir(parents=True, exist_ok=True)
-            simulate_scan(cfg, cube, clean=True, progress=not args.no_progress)
+            train.simulate_training_sample(cfg, cube, progress=not args.no_progress)
     result = train.train(cfg, cube, args.out, resume=args.resume, progress=not args.no_progress,
                          dataset=args.dataset)
     run = load_run(args.out)

@@ -25,7 +25,8 @@ class Run:
         return preprocess.preprocess(patterns, self.scale, self.binning)
 
 
-def load_run(path) -> Run:
+def load_run(path, load_encoder=None) -> Run:
+    """A finished run. `load_encoder(path)` reads encoder.h5 (quant/ passes its QKeras loader)."""
     from tensorflow import keras
 
     path = Path(path)
@@ -34,7 +35,9 @@ def load_run(path) -> Run:
     if not (path / "DONE").exists() or not (path / "encoder.h5").exists():
         raise UserError(f"{path}: not a finished run (no DONE / encoder.h5); train it or --resume it first")
     pre = json.loads((path / "preprocess.json").read_text())
-    encoder = keras.models.load_model(path / "encoder.h5", compile=False)
+    if load_encoder is None:
+        load_encoder = lambda p: keras.models.load_model(p, compile=False)  # noqa: E731
+    encoder = load_encoder(path / "encoder.h5")
     return Run(path, json.loads((path / "config.json").read_text()), int(pre["pattern"]),
                int(pre["binning"]), float(pre["scale"]), encoder)
 

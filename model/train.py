@@ -50,9 +50,6 @@ def validate_train_config(cfg: dict) -> None:
             raise UserError(f"config train.{key} must be >= 1")
     if not 0 < t["val_fraction"] < 0.5:
         raise UserError("config train.val_fraction must be in (0, 0.5)")
-    if not 0 <= t["augment_fraction"] <= 1 or t["augment_rotation_deg"] < 0 or not 0 <= t["augment_strain"] < 0.2:
-        raise UserError("config train: need 0 <= augment_fraction <= 1, augment_rotation_deg >= 0, "
-                        "0 <= augment_strain < 0.2")
     if not 0 <= t["mask_inner"] < t["mask_outer"] <= 0.5:
         raise UserError("config train: need 0 <= mask_inner < mask_outer <= 0.5")
 
@@ -143,27 +140,6 @@ class Trainer:
             return raw
         return noise.add_noise(raw, levels, self.counts, rng, gamma_frac=self.gamma)
 
-    def augment(self, raw, rng):
-        """Label-free augmentation: warp a random part of the batch by a random rotation and
-        small strain, so the encoder sees orientations and strains beyond the few grains of one
-        scan (without it, a model trained on one scan does not generalise to the next)."""
-        a = self.t
-        n = len(raw)
-        pick = rng.random(n) < a["augment_fraction"]
-        if not pick.any() or (a["augment_rotation_deg"] == 0 and a["augment_strain"] == 0):
-            return raw
-        k = int(pick.sum())
-        rot = np.radians(rng.uniform(-a["augment_rotation_deg"], a["augment_rotation_deg"], k))
-        e = rng.uniform(-a["augment_strain"], a["augment_strain"], (3, k))
-        c, s = np.cos(rot), np.sin(rot)
-        r = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
-        eps = np.stack([np.stack([e[0], e[2]], -1), np.stack([e[2], e[1]], -1)], -2)
-        m = r @ np.swapaxes(np.linalg.inv(np.eye(2) + eps), -1, -2)  # lattice map, as in the simulator
-        out = raw.copy()
-        warped = stn.warp(raw[pick][..., None], np.linalg.inv(m).astype(np.float32)).numpy()[..., 0]
-        out[pick] = warped * (raw[pick].sum(axis=(1, 2)) / np.maximum(warped.sum(axis=(1, 2)), 1e-12))[:, None, None]
-        return out
-
     def prep(self, raw):
         return preprocess.preprocess(raw, self.scale, self.binning)
 
@@ -210,7 +186,7 @@ class Trainer:
             order = rng.permutation(len(self.train_raw))
             t0, sums = time.time(), {}
             for b in range(n_batches):
-                raw = self.augment(self.train_raw[order[b * bs:(b + 1) * bs]], rng)
+                raw = self.train_raw[order[b * bs:(b + 1) * bs]]
                 x_in = self.prep(self.noisy(raw, noise_levels_for(t, epoch, len(raw), rng), rng))
                 for hook in self.batch_hooks:
                     hook(epoch * n_batches + b)
@@ -253,6 +229,17 @@ class Trainer:
         os.replace(tmp, run / "encoder.h5")
         np.save(run / "reference.tmp.npy", self.model.reference.numpy())
         os.replace(run / "reference.tmp.npy", run / "reference.npy")
+
+
+def simulate_training_sample(cfg: dict, path: Path, progress: bool = True) -> Path:
+    """The clean simulated training cube of a config: [train] sample_scan, sample_grains and
+    sample_seed over its [simulate] section (the test scans use [simulate] as it is)."""
+    from model.simulate import simulate_scan
+
+    t = cfg["train"]
+    sample_cfg = dict(cfg, simulate=dict(cfg["simulate"], scan=list(t["sample_scan"]),
+                                         n_grains=int(t["sample_grains"])))
+    return simulate_scan(sample_cfg, path, clean=True, seed=int(t["sample_seed"]), progress=progress)
 
 
 def train(cfg: dict, cube_path: Path, run_dir: Path, resume: bool = False, progress: bool = True,
