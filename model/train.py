@@ -94,7 +94,7 @@ class Trainer:
     step) and a save function."""
 
     def __init__(self, cfg: dict, patterns: np.ndarray, run_dir: Path, encoder=None, scale=None,
-                 reference=None, batch_hooks=(), save_encoder=None):
+                 reference=None, batch_hooks=(), save_encoder=None, select_from_epoch: int = 1):
         validate_train_config(cfg)
         self.cfg, self.t, self.run_dir = cfg, cfg["train"], Path(run_dir)
         t, m = self.t, cfg["model"]
@@ -106,6 +106,8 @@ class Trainer:
             scale = preprocess.fit_scale(patterns[:: max(1, len(patterns) // 2000)], self.binning)
         self.scale = float(scale)
         self.batch_hooks = list(batch_hooks)
+        # Model selection considers epochs from this one on (QAT: once pruning reached its target).
+        self.select_from_epoch = int(select_from_epoch)
         self.save_encoder = save_encoder or (lambda enc, path: enc.save(path, save_format="h5", include_optimizer=False))
         self.counts, self.gamma = float(cfg["noise"]["counts"]), float(cfg["noise"]["lorentz_gamma"])
 
@@ -196,7 +198,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{float(losses['total']):.4g}")
             val = self.validation_loss()
-            improved = val < float(self.best_val.numpy())
+            improved = epoch + 1 >= self.select_from_epoch and val < float(self.best_val.numpy())
             if improved:
                 self.best_val.assign(val)
                 self.save_best()
@@ -211,6 +213,8 @@ class Trainer:
             if epoch + 1 > 0.6 * t["epochs"] and stale >= t["patience"]:
                 break
         bar.close()
+        if not (run / "encoder.h5").exists():  # no epoch was eligible for selection: keep the last
+            self.save_best()
         atomic_write_text(run / "DONE", json.dumps({"epochs": int(self.epoch.numpy()),
                                                       "best_val_loss": float(self.best_val.numpy())}))
         return {"history": history, "best_val_loss": float(self.best_val.numpy())}
