@@ -161,6 +161,34 @@ def build_qencoder(float_encoder: keras.Model, spec: QuantSpec | None = None) ->
     return qenc
 
 
+def float_twin(qencoder: keras.Model) -> keras.Model:
+    """The float encoder a QKeras encoder stands for: same layers and raw (unquantized) weights,
+    quantized_relu -> relu, no quantizers. What the firmware would compute with unbounded
+    ranges: comparing with it exposes saturation that bit-exactness with QKeras cannot.
+    """
+    inp = keras.Input(shape=qencoder.input_shape[1:], name=qencoder.layers[0].name)
+    x = inp
+    for layer in qencoder.layers[1:]:
+        cls = type(layer).__name__
+        if cls == "QActivation":
+            if "relu" in str(layer.quantizer):
+                x = keras.layers.Activation("relu", name=layer.name)(x)
+            continue  # a quantized_bits quantizer: the identity in float
+        cfg = layer.get_config()
+        if cls == "QConv2D":
+            x = keras.layers.Conv2D(cfg["filters"], cfg["kernel_size"], strides=cfg["strides"],
+                                    padding=cfg["padding"], use_bias=cfg["use_bias"], name=layer.name)(x)
+        elif cls == "QDense":
+            x = keras.layers.Dense(cfg["units"], use_bias=cfg["use_bias"], name=layer.name)(x)
+        else:
+            x = layer.__class__.from_config(cfg)(x)
+    twin = keras.Model(inp, x, name=f"{qencoder.name}_float")
+    for layer in twin.layers:
+        if layer.weights:
+            layer.set_weights(qencoder.get_layer(layer.name).get_weights())
+    return twin
+
+
 def quantizer_of(layer) -> dict:
     """{'kernel': str, 'bias': str} or {'activation': str} for a QKeras layer, {} otherwise."""
     out = {}

@@ -22,11 +22,12 @@ def synthetic_patterns(n, seed=0, p=P):
 
 
 def targets(x):
-    """Four smooth functions of the pattern, roughly in [-3, 3], to fit against."""
+    """Four smooth functions of the pattern, standardised (roughly in [-3, 3]), to fit against."""
     h = x.shape[1] // 2
-    return np.stack([4 * (x[:, :h].mean((1, 2, 3)) - x[:, h:].mean((1, 2, 3))),
-                     4 * (x[:, :, :h].mean((1, 2, 3)) - x[:, :, h:].mean((1, 2, 3))),
-                     3 * x.std((1, 2, 3)) - 1, 2 * x.mean((1, 2, 3)) - 1], 1).astype(np.float32)
+    t = np.stack([x[:, :h].mean((1, 2, 3)) - x[:, h:].mean((1, 2, 3)),
+                  x[:, :, :h].mean((1, 2, 3)) - x[:, :, h:].mean((1, 2, 3)),
+                  x.std((1, 2, 3)), x.mean((1, 2, 3))], 1)
+    return ((t - t.mean(0)) / t.std(0)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,10 @@ def test_the_qencoder_mirrors_the_float_encoder(float_encoder):
     x = synthetic_patterns(64)
     yf, yq = float_encoder.predict(x, verbose=0), q.predict(x, verbose=0)
     assert np.abs(yf - yq).max() < 0.1 * np.abs(yf).max() + 0.02
+    # Its float twin is the float encoder again.
+    twin = qmodel.float_twin(q)
+    assert [layer.name for layer in twin.layers] == [layer.name for layer in float_encoder.layers]
+    np.testing.assert_allclose(twin.predict(x, verbose=0), yf, rtol=1e-5, atol=1e-6)
 
 
 def test_input_quantizer_saturates_and_rounds_like_the_spec(float_encoder):
