@@ -154,14 +154,18 @@ def run_testbench(prj_dir, rebuild: bool = False, timeout: float = 600) -> Compa
     return result
 
 
-def saturation_check(hls_predictions, float_predictions, output_format: FixedFormat, tolerance: float = 0.25) -> dict:
+def saturation_check(hls_predictions, float_predictions, output_format, tolerance: float = 0.25) -> dict:
     """Does the firmware's output range clip what the float encoder computes?
 
     Run it on the noisiest patterns. stuck_fraction: outputs at the type's max or min (the
     quantizer saturated); max_abs_deviation: firmware vs float. overflow: some output is stuck
     while the float value lies beyond the range, i.e. a bit-exact but wrong result. tolerance
     flags deviations larger than quantization alone explains (the inner quantizers also clip).
+    output_format: a FixedFormat, or the hls model (its output variable's type is used). The
+    fairest float reference is quant.qmodel.float_twin(qencoder): same (pruned) weights.
     """
+    if not isinstance(output_format, FixedFormat):
+        output_format = io_formats(output_format)[1]
     fw = np.asarray(hls_predictions, np.float64).reshape(len(hls_predictions), -1)
     fl = np.asarray(float_predictions, np.float64).reshape(len(float_predictions), -1)
     lo, hi = output_format.min, output_format.max

@@ -219,6 +219,8 @@ def test_no_overflow_against_the_float_encoder(models, project):
     r = csim.check_saturation(project["hls"], qmodel.float_twin(models["pruned"]), noisiest)
     assert not r["overflow"] and r["stuck_fraction"] == 0, r
     assert r["max_abs_deviation"] < 0.1, r
+    fwo = csim.predict_firmware(project["hls"], noisiest)
+    assert csim.saturation_check(fwo, fwo, project["hls"])["output_type"] == "ap_fixed<16,4>"
 
 
 def test_predict_1000_patterns_timing(project):
