@@ -54,7 +54,8 @@ class CompareResult:
         return "\n".join([head] + rows)
 
 
-def _compare(reference: np.ndarray, firmware: np.ndarray, seconds: float = 0.0) -> CompareResult:
+def compare_outputs(reference, firmware, seconds: float = 0.0) -> CompareResult:
+    """QKeras outputs vs firmware outputs of the same patterns, bit for bit."""
     reference = np.asarray(reference, np.float64).reshape(len(reference), -1)
     firmware = np.asarray(firmware, np.float64).reshape(len(firmware), -1)
     if reference.shape != firmware.shape:
@@ -90,7 +91,7 @@ def compare_compiled(hls_model, qencoder, x) -> CompareResult:
     firmware = predict_firmware(hls_model, x32)
     seconds = time.time() - t0
     reference = qencoder.predict(x32, verbose=0, batch_size=256)
-    return _compare(reference, firmware, seconds)
+    return compare_outputs(reference, firmware, seconds)
 
 
 def _read_rows(path: Path) -> np.ndarray:
@@ -100,7 +101,7 @@ def _read_rows(path: Path) -> np.ndarray:
 
 def build_testbench(prj_dir, rebuild: bool = False) -> float:
     """g++ the generated testbench into prj_dir/csim; returns seconds (0 when already built)."""
-    prj_dir = Path(prj_dir)
+    prj_dir = Path(prj_dir).resolve()  # the executable is run by absolute path from inside prj_dir
     exe = prj_dir / "csim"
     sources = [prj_dir / "myproject_test.cpp", prj_dir / "firmware" / "myproject.cpp"]
     for s in sources:
@@ -129,7 +130,7 @@ def run_testbench(prj_dir, rebuild: bool = False, timeout: float = 600) -> Compa
     The log prints ~6 significant digits: both sides are snapped to the output type's LSB
     grid, read from the project's headers, before comparing.
     """
-    prj_dir = Path(prj_dir)
+    prj_dir = Path(prj_dir).resolve()  # the executable is run by absolute path from inside prj_dir
     tb = prj_dir / "tb_data"
     for name in ("tb_input_features.dat", "tb_output_predictions.dat"):
         if not (tb / name).exists():
@@ -149,7 +150,7 @@ def run_testbench(prj_dir, rebuild: bool = False, timeout: float = 600) -> Compa
     firmware = out_fmt.snap(_read_rows(log))
     if len(firmware) != len(expected):
         raise BuildError(f"testbench wrote {len(firmware)} results for {len(expected)} patterns ({log})")
-    result = _compare(expected, firmware, run_s)
+    result = compare_outputs(expected, firmware, run_s)
     result.build_seconds = build_s
     return result
 

@@ -103,7 +103,7 @@ def test_mismatch_report_names_pattern_output_and_values():
     a = np.zeros((3, 4))
     b = a.copy()
     b[2, 1] = 2 ** -12
-    r = csim._compare(a, b)
+    r = csim.compare_outputs(a, b)
     assert r.mismatches == [(2, 1, 0.0, 2 ** -12)] and r.exact_fraction == 11 / 12 and not r.exact
     assert "pattern 2 output 1: qkeras 0.0 firmware 0.000244140625" in r.report()
 

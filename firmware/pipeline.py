@@ -1,0 +1,252 @@
+"""`make hls`: the whole pipeline on one config, each stage skipped when its result exists.
+
+    simulate (training sample + noisy test scans) -> train (float) -> quantize + prune
+    -> hls4ml conversion -> C-simulation two ways -> strain accuracy -> summary.json
+
+Outputs: data/<name>/ (cubes), runs/<name>/float and runs/<name>/<variant> (runs),
+hls_projects/<name>-<variant>/ (the HLS project, tb_data, summary.json, summary.png).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from firmware import convert, csim
+from model import train
+from model.config import load_config
+from model.data_io import open_cube
+from model.evaluate import maps_from_raw, truth_maps
+from model.errors import UserError
+from model.run import check_pattern_size, load_run
+from model.simulate import simulate_scan
+from model.strain import MAPS, mae, save_maps_png, write_json
+from quant import qat, qmodel
+
+
+class Stopwatch:
+    def __init__(self):
+        self.times = {}
+
+    def __call__(self, name):
+        watch = self
+
+        class Lap:
+            def __enter__(self):
+                self.t0 = time.time()
+                print(f"== {name}", flush=True)
+
+            def __exit__(self, *exc):
+                watch.times[name] = round(time.time() - self.t0, 1)
+                if exc[0] is None:
+                    print(f"   {name}: {watch.times[name]:.1f} s", flush=True)
+
+        return Lap()
+
+
+def stale(saved_config: Path, cfg: dict, sections) -> bool:
+    """True when a result was made from other settings than `cfg` in these sections."""
+    if not saved_config.exists():
+        return True
+    saved = json.loads(saved_config.read_text())
+    return any(saved.get(k) != cfg[k] for k in sections)
+
+
+def test_cube_path(data: Path, w: float) -> Path:
+    return data / f"test_w{w:.2f}.h5"
+
+
+def ensure_data(cfg: dict, data: Path, progress: bool) -> tuple[Path, dict]:
+    stamp = data / "config.json"
+    if stale(stamp, cfg, ("simulate", "noise", "train")):
+        shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True, exist_ok=True)
+    train.atomic_write_text(stamp, json.dumps(cfg))
+    train_cube = data / "train_clean.h5"
+    if not train_cube.exists():
+        train.simulate_training_sample(cfg, train_cube, progress=progress)
+    tests = {}
+    for w in cfg["noise"]["test_levels"]:
+        path = test_cube_path(data, w)
+        if not path.exists():
+            simulate_scan(cfg, path, noise_w=w, seed=int(cfg["noise"]["test_seed"]), progress=progress)
+        tests[w] = path
+    return train_cube, tests
+
+
+def project_dir(config, root: Path = Path(".")) -> Path:
+    """The HLS project folder `ccstae hls` makes for a config."""
+    cfg = load_config(config) if not isinstance(config, dict) else config
+    spec = convert.FirmwareSpec.from_config(cfg["firmware"])
+    variant = qat.variant_name(qat.quant_config(cfg))
+    return Path(root) / "hls_projects" / f"{cfg['name']}-{variant}-rf{spec.reuse_factor}-{spec.io_type.replace('io_', '')}"
+
+
+def run_pipeline(config="default", root: Path = Path("."), progress: bool = True) -> dict:
+    cfg = load_config(config)
+    name = cfg["name"]
+    root = Path(root)
+    watch = Stopwatch()
+    t_start = time.time()
+
+    with watch("simulate"):
+        train_cube, tests = ensure_data(cfg, root / "data" / name, progress)
+
+    float_dir = root / "runs" / name / "float"
+    with watch("train float CC-ST-AE"):
+        if stale(float_dir / "config.json", cfg, ("simulate", "noise", "model", "train")):
+            shutil.rmtree(float_dir, ignore_errors=True)
+        if not (float_dir / "DONE").exists():
+            resume = (float_dir / "checkpoints" / "checkpoint").exists()
+            train.train(cfg, train_cube, float_dir, resume=resume, progress=progress)
+
+    q_dir = root / "runs" / name / qat.variant_name(qat.quant_config(cfg))
+    with watch("quantize + prune (QAT)"):
+        if stale(q_dir / "config.json", cfg, ("quant",)) or not (q_dir / "DONE").exists():
+            shutil.rmtree(q_dir, ignore_errors=True)  # QAT is short: an interrupted one restarts
+            qat.quantize(float_dir, q_dir, progress=progress)
+
+    summary = firmware_stage(cfg, float_dir, q_dir, project_dir(cfg, root), tests, watch)
+    summary["times_s"]["total"] = round(time.time() - t_start, 1)
+    write_json(Path(summary["project"]) / "summary.json", summary)
+    print(format_summary(summary))
+    return summary
+
+
+def convert_run(q_dir, prj, firmware_overrides: dict, cube=None, root: Path = Path(".")) -> dict:
+    """`ccstae convert`: the firmware stage for a quantized run, on the simulated test scans of its
+    config (or on a user's cube, then without strain accuracy unless it has ground truth)."""
+    q_dir = Path(q_dir)
+    if not (q_dir / "quant.json").exists():
+        raise UserError(f"{q_dir}: not a quantized run (no quant.json); make one with `ccstae quantize`")
+    cfg = json.loads((q_dir / "config.json").read_text())
+    cfg["firmware"] = dict(cfg["firmware"], **firmware_overrides)
+    float_dir = Path(json.loads((q_dir / "input.json").read_text())["float_run"])
+    if cube is not None:
+        tests = {"input": Path(cube)}
+    else:
+        _, tests = ensure_data(cfg, Path(root) / "data" / cfg["name"], progress=True)
+    summary = firmware_stage(cfg, float_dir, q_dir, Path(prj), tests, Stopwatch())
+    write_json(Path(prj) / "summary.json", summary)
+    c = summary["csim"]
+    return {"text": format_summary(summary), "exact": c["exact_fraction"] == 1.0 and c["testbench_exact_fraction"] == 1.0}
+
+
+def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: dict, watch: Stopwatch) -> dict:
+    """Convert, compile, run every test pattern through float, QKeras and firmware, check both
+    C-simulations and the saturation, measure strain accuracy. tests: {noise level: cube}."""
+    float_run = load_run(float_dir)
+    q_run = load_run(q_dir, load_encoder=qmodel.load_qencoder)
+    qenc = q_run.encoder
+    spec = convert.FirmwareSpec.from_config(cfg["firmware"])
+    with watch("hls4ml convert + compile"):
+        hls_model = convert.convert(qenc, spec, prj)
+        csim.ensure_compiled(hls_model)
+
+    # Every test pattern through the float encoder, the QKeras encoder and the firmware
+    # (path 1: hls4ml's compiled C++), the last two compared bit for bit.
+    raw = {"float": {}, "quantized": {}, "firmware": {}}
+    checks, tb_inputs = [], []
+    per_level = int(cfg["firmware"]["csim_patterns_per_level"])
+    with watch("C-simulation 1: hls4ml compile + predict vs QKeras"):
+        for w, path in tests.items():
+            out = {label: [] for label in raw}
+            with open_cube(path) as cube:
+                check_pattern_size(cube, q_run.pattern)
+                scan, n = cube.shape[:2], len(cube)
+                tb_index = set(np.linspace(0, n - 1, min(per_level, n)).astype(int).tolist())
+                for start, patterns in cube.iter_batches(1024):  # streamed: any cube size
+                    x = q_run.inputs(patterns)
+                    out["float"].append(float_run.encoder.predict(float_run.inputs(patterns), batch_size=256,
+                                                                  verbose=0))
+                    out["quantized"].append(qenc.predict(x, batch_size=256, verbose=0))
+                    out["firmware"].append(csim.predict_firmware(hls_model, x))
+                    tb_inputs.append(x[[i - start for i in range(start, start + len(x)) if i in tb_index]])
+            for label in raw:
+                raw[label][w] = np.concatenate(out[label]).reshape(*scan, 4)
+            checks.append((level_name(w), csim.compare_outputs(raw["quantized"][w].reshape(-1, 4),
+                                                               raw["firmware"][w].reshape(-1, 4))))
+        edges = csim.edge_case_patterns(x.shape[1:])
+        checks.append(("edge cases", csim.compare_compiled(hls_model, qenc, edges)))
+    n_checked = sum(r.n_patterns for _, r in checks)
+    exact_fraction = sum(r.exact_fraction * r.n_patterns for _, r in checks) / n_checked
+    mismatches = [f"{label}: pattern {i} output {j}: qkeras {q!r} firmware {f!r}"
+                  for label, r in checks for i, j, q, f in r.mismatches[:5]]
+
+    with watch("C-simulation 2: generated testbench (g++)"):
+        convert.make_tb_data(prj, qenc, np.concatenate(tb_inputs + [edges]))
+        tb = csim.run_testbench(prj)
+
+    with watch("strain accuracy"):
+        accuracy = {label: {} for label in raw}
+        truths = {}
+        for w, path in tests.items():
+            with open_cube(path) as cube:
+                if cube.ground_truth is not None:
+                    truths[w] = truth_maps(cube.ground_truth)
+            for label in raw:
+                if w in truths:
+                    accuracy[label][level_name(w)] = mae(maps_from_raw(raw[label][w]), truths[w])
+        # Bit-exact with QKeras is not enough: a too-narrow fixed-point range would clip both
+        # alike. Compare the firmware with the float twin of the quantized encoder (same pruned
+        # weights, no quantizers) on the noisiest test patterns.
+        w_hi = max(tests, key=lambda w: w if isinstance(w, float) else -1)
+        with open_cube(tests[w_hi]) as cube:
+            x_hi = q_run.inputs(cube.read_patterns(np.arange(min(len(cube), 1024))))
+        saturation = csim.saturation_check(csim.predict_firmware(hls_model, x_hi),
+                                           qmodel.float_twin(qenc).predict(x_hi, verbose=0), hls_model)
+        maps = {"float": maps_from_raw(raw["float"][w_hi]), "firmware": maps_from_raw(raw["firmware"][w_hi])}
+        if w_hi in truths:
+            maps = {"truth": truths[w_hi], **maps}
+        save_maps_png(prj / "strain_maps.png", maps, title=f"{cfg['name']}: strain maps, {level_name(w_hi)}")
+
+    summary = {
+        "config": cfg["name"],
+        "variant": {"name": q_dir.name, "bits": cfg["quant"]["weight_bits"], "sparsity": cfg["quant"]["sparsity"],
+                    "achieved_sparsity": json.loads((q_dir / "quant.json").read_text())["sparsity"],
+                    "reuse_factor": spec.reuse_factor, "strategy": spec.strategy, "io_type": spec.io_type,
+                    "backend": spec.backend, "part": spec.part, "clock_period_ns": spec.clock_period_ns},
+        "csim": {"patterns": n_checked, "exact_fraction": exact_fraction, "mismatches": mismatches,
+                 "per_check": {label: {"patterns": r.n_patterns, "exact_fraction": r.exact_fraction}
+                               for label, r in checks},
+                 "testbench_patterns": tb.n_patterns, "testbench_exact_fraction": tb.exact_fraction,
+                 "testbench_mismatches": [f"pattern {i} output {j}: qkeras {q!r} firmware {f!r}"
+                                          for i, j, q, f in tb.mismatches[:10]]},
+        "saturation": saturation,
+        "accuracy": accuracy,
+        "accuracy_units": {"exx": "strain", "eyy": "strain", "exy": "strain", "theta": "degrees"},
+        "times_s": dict(watch.times),
+        "project": str(prj),
+    }
+    return summary
+
+
+
+def level_name(w) -> str:
+    return f"w={w:g}" if isinstance(w, float) else str(w)
+
+
+def format_summary(s: dict) -> str:
+    v, c = s["variant"], s["csim"]
+    lines = [f"\n{s['config']}: {v['name']} ({v['bits']}-bit, {100 * v['sparsity']:.0f} % pruned), "
+             f"{v['io_type']}, reuse {v['reuse_factor']}, {v['backend']} {v['part']} @ {1000 / v['clock_period_ns']:.0f} MHz",
+             f"C-sim 1 (hls4ml predict vs QKeras): {c['patterns']} patterns, {100 * c['exact_fraction']:.2f} % of outputs bit-exact",
+             f"C-sim 2 (myproject_test.cpp, g++):  {c['testbench_patterns']} patterns, "
+             f"{100 * c['testbench_exact_fraction']:.2f} % bit-exact",
+             f"saturation vs float twin at the noisiest level: {100 * s['saturation']['stuck_fraction']:.2f} % "
+             f"of outputs at the {s['saturation']['output_type']} limits, max deviation "
+             f"{s['saturation']['max_abs_deviation']:.3g}{'  OVERFLOW' if s['saturation']['overflow'] else ''}",
+             "", "strain MAE (theta in degrees) per test noise level w:",
+             f"{'w':>5} {'model':>10} " + " ".join(f"{k:>8}" for k in MAPS)]
+    if not s["accuracy"]["float"]:
+        lines.append("  (no ground truth in the test cubes)")
+    for w in s["accuracy"]["float"]:
+        for label in ("float", "quantized", "firmware"):
+            m = s["accuracy"][label][w]
+            lines.append(f"{w:>5} {label:>10} " + " ".join(f"{m[k]:8.5f}" if k != "theta" else f"{m[k]:8.3f}" for k in MAPS))
+    lines.append(f"\ntimes (s): " + ", ".join(f"{k} {v}" for k, v in s["times_s"].items()))
+    lines.append(f"wrote {s['project']}/summary.json")
+    return "\n".join(lines)
