@@ -35,6 +35,12 @@ csim: setup
 synth: setup
 	$(VENV)/bin/ccstae vendor synth --config $(PRESET)
 
+# Accuracy vs resources over firmware variants (configs/report.toml: quick, a few minutes;
+# `make report SWEEP=sweep` runs the study on the default preset, configs/sweep.toml).
+SWEEP ?= report
+report: setup
+	$(VENV)/bin/ccstae sweep --config $(SWEEP) --out reports/sweep-$(SWEEP)
+
 clean:
 	rm -rf hls_projects/*/ runs/ data/ reports/ .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

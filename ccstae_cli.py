@@ -292,9 +292,46 @@ def run_vendor(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# sweep
+
+
+def add_sweep_parser(subparsers):
+    p = subparsers.add_parser("sweep", help="accuracy vs resources over firmware variants, with a report",
+                              description="Quantize, convert, estimate and C-simulate every variant of the "
+                                          "config's [sweep] grid (bits, sparsity, reuse, strategy, io type, input "
+                                          "binning); write per-variant JSON and report.md/.csv/.html with Pareto "
+                                          "plots. A rerun skips finished variants; a failing one is recorded.")
+    p.add_argument("--config", default="report", help="preset name or TOML file with a [sweep] section "
+                                                      "(default: report, the quick one; sweep: the study)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: reports/sweep-<config name>)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=run_sweep)
+
+
+def run_sweep(args) -> int:
+    from firmware.sweep import run_sweep as sweep
+    from model.config import load_config
+
+    cfg = load_config(args.config)
+    out = args.out or Path("reports") / f"sweep-{Path(str(args.config)).stem}"
+    res = sweep(cfg, out, progress=not args.no_progress)
+    for r in res["variants"]:
+        if r["status"] == "done":
+            e = r["estimate"]
+            print(f"{r['name']:<28} LUT {e['total']['LUT']:>9,}  DSP {e['total']['DSP']:>5,}  II {e['ii_cycles']:>6,}  "
+                  f"{e['patterns_per_s']:>9,.0f}/s  bit-exact {100 * r['exact_fraction']:.1f} %")
+        else:
+            print(f"{r['name']:<28} FAILED: {r['error']}")
+    print(f"{res['done']} done ({res['skipped']} from earlier runs), {res['failed']} failed, {res['seconds']:.0f} s"
+          + (f"; wrote {res['report']['md']}" if res["report"] else "; no finished variant, no report"))
+    exact = all(r["exact_fraction"] == 1.0 for r in res["variants"] if r["status"] == "done")
+    return 0 if res["failed"] == 0 and exact else 1
+
+
+# ---------------------------------------------------------------------------------------
 
 COMMANDS = [add_simulate_parser, add_inspect_parser, add_train_parser, add_strain_parser, add_evaluate_parser,
-            add_quantize_parser, add_convert_parser, add_hls_parser, add_vendor_parser]
+            add_quantize_parser, add_convert_parser, add_hls_parser, add_vendor_parser, add_sweep_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
