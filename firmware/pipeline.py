@@ -195,8 +195,9 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
         # weights, no quantizers) on the noisiest test patterns.
         w_hi = max(tests, key=lambda w: w if isinstance(w, float) else -1)
         with open_cube(tests[w_hi]) as cube:
-            x_hi = q_run.inputs(cube.read_patterns(np.arange(min(len(cube), 1024))))
-        saturation = csim.saturation_check(csim.predict_firmware(hls_model, x_hi),
+            n_hi = min(len(cube), 1024)
+            x_hi = q_run.inputs(cube.read_patterns(np.arange(n_hi)))
+        saturation = csim.saturation_check(raw["firmware"][w_hi].reshape(-1, 4)[:n_hi],
                                            qmodel.float_twin(qenc).predict(x_hi, verbose=0), hls_model)
         maps = {"float": maps_from_raw(raw["float"][w_hi]), "firmware": maps_from_raw(raw["firmware"][w_hi])}
         if w_hi in truths:
