@@ -107,7 +107,7 @@ def run_pipeline(config="default", root: Path = Path("."), progress: bool = True
     with watch("quantize + prune (QAT)"):
         if stale(q_dir / "config.json", cfg, ("quant",)) or not (q_dir / "DONE").exists():
             shutil.rmtree(q_dir, ignore_errors=True)  # QAT is short: an interrupted one restarts
-            qat.quantize(float_dir, q_dir, progress=progress)
+            qat.quantize(float_dir, q_dir, progress=progress, quant_section=cfg["quant"])
 
     summary = firmware_stage(cfg, float_dir, q_dir, project_dir(cfg, root), tests, watch)
     summary["times_s"]["total"] = round(time.time() - t_start, 1)

@@ -17,14 +17,21 @@ from pathlib import Path
 import numpy as np
 
 from model import train
+from model.config import load_config
 from model.errors import UserError
 from model.run import load_run
 from quant import prune, qmodel
 
 
-def quant_config(float_cfg: dict, bits: int | None = None, sparsity: float | None = None) -> dict:
-    """The float run's config with [train] set up for fine-tuning from [quant]."""
+def quant_config(float_cfg: dict, bits: int | None = None, sparsity: float | None = None,
+                 quant_section: dict | None = None) -> dict:
+    """The float run's config with [train] set up for fine-tuning from [quant].
+
+    [quant] is the default preset's, overridden by the float run's and then by `quant_section`
+    (the pipeline passes its current config's), so a float run made before a [quant] key
+    existed still quantizes."""
     cfg = copy.deepcopy(float_cfg)
+    cfg["quant"] = {**load_config("default")["quant"], **cfg.get("quant", {}), **(quant_section or {})}
     q = cfg["quant"]
     if bits is not None:
         q["weight_bits"] = q["activation_bits"] = int(bits)
@@ -44,9 +51,10 @@ def variant_name(cfg: dict) -> str:
     return f"q{q['weight_bits']}-s{int(round(100 * q['sparsity']))}"
 
 
-def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, progress=True) -> dict:
+def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, progress=True,
+             quant_section: dict | None = None) -> dict:
     float_run = load_run(float_run_dir)
-    cfg = quant_config(float_run.config, bits, sparsity)
+    cfg = quant_config(float_run.config, bits, sparsity, quant_section)
     q = cfg["quant"]
     out_dir = Path(out_dir)
     if (out_dir / "DONE").exists():
@@ -56,8 +64,10 @@ def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, p
         cube_path, dataset = source["cube"], source.get("dataset")
     else:
         dataset = None
-    spec = qmodel.QuantSpec(input_bits=int(q["input_bits"]), weight_bits=int(q["weight_bits"]),
-                            bias_bits=int(q["weight_bits"]), activation_bits=int(q["activation_bits"]))
+    spec = qmodel.QuantSpec(input_bits=int(q["input_bits"]), input_integer=int(q["input_integer"]),
+                            weight_bits=int(q["weight_bits"]), bias_bits=int(q["weight_bits"]),
+                            activation_bits=int(q["activation_bits"]),
+                            activation_integer=int(q["activation_integer"]))
     qenc = qmodel.build_qencoder(float_run.encoder, spec)
     patterns = train.load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset)
     n_steps = cfg["train"]["epochs"] * int(np.ceil(len(patterns) * (1 - cfg["train"]["val_fraction"])
