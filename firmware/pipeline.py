@@ -109,9 +109,20 @@ def run_pipeline(config="default", root: Path = Path("."), progress: bool = True
             shutil.rmtree(q_dir, ignore_errors=True)  # QAT is short: an interrupted one restarts
             qat.quantize(float_dir, q_dir, progress=progress, quant_section=cfg["quant"])
 
-    summary = firmware_stage(cfg, float_dir, q_dir, project_dir(cfg, root), tests, watch)
+    prj = project_dir(cfg, root)
+    # The firmware stage's inputs: when they have not changed since its summary, reuse it.
+    inputs = {"quant": cfg["quant"], "firmware": cfg["firmware"], "noise": cfg["noise"],
+              "encoder_mtime": (q_dir / "encoder.h5").stat().st_mtime}
+    previous = json.loads((prj / "summary.json").read_text()) if (prj / "summary.json").exists() else {}
+    if previous.get("inputs") == json.loads(json.dumps(inputs)):
+        print(f"== firmware: {prj} is up to date (delete its summary.json to redo it)")
+        summary = previous
+        summary["times_s"] = {**watch.times, "firmware (reused)": 0.0}
+    else:
+        summary = firmware_stage(cfg, float_dir, q_dir, prj, tests, watch)
+        summary["inputs"] = inputs
     summary["times_s"]["total"] = round(time.time() - t_start, 1)
-    write_json(Path(summary["project"]) / "summary.json", summary)
+    write_json(prj / "summary.json", summary)
     print(format_summary(summary))
     return summary
 

@@ -1,0 +1,112 @@
+"""`ccstae train`, `strain`, `evaluate`, `quantize`: the happy path on the tiny preset, and one
+clear line (exit code 2, nothing overwritten) for every bad input."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+import ccstae_cli
+
+
+def run(capsys, *argv):
+    rc = ccstae_cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(rc, err, cmd, *words):
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ccstae {cmd}: error: "), err
+    for w in words:
+        assert w in lines[0], err
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A trained tiny run (no --input: the CLI simulates the training sample) and a noisy test cube."""
+    root = tmp_path_factory.mktemp("cli_model")
+    assert ccstae_cli.main(["train", "--config", "tiny", "--out", str(root / "run"), "--no-progress"]) == 0
+    assert ccstae_cli.main(["simulate", "--preset", "tiny", "--noise", "0.5", "--seed", "7", "--no-progress",
+                            "--out", str(root / "test.h5")]) == 0
+    return root
+
+
+def test_train_writes_a_finished_run_from_a_simulated_sample(tiny):
+    run_dir = tiny / "run"
+    assert (run_dir / "train_data.h5").exists() and (run_dir / "DONE").exists()
+    assert json.loads((run_dir / "config.json").read_text())["name"] == "tiny"
+
+
+def test_strain_writes_maps_and_png_and_refuses_to_overwrite(tiny, capsys):
+    out = tiny / "strain.h5"
+    rc, text, err = run(capsys, "strain", "--model", tiny / "run", "--input", tiny / "test.h5", "--out", out,
+                        "--region", "0:6,0:6", "--no-progress")
+    assert rc == 0, err
+    with h5py.File(out) as f:
+        assert f["exx"].shape == (12, 12) and f.attrs["reference_region"] == "0:6,0:6"
+        # Referenced to the mean matrix of the region: the region's mean strain is ~0.
+        assert abs(float(np.mean(f["exx"][0:6, 0:6]))) < 2e-3
+    assert out.with_suffix(".png").exists()
+    before = out.read_bytes()
+    rc, _, err = run(capsys, "strain", "--model", tiny / "run", "--input", tiny / "test.h5", "--out", out)
+    assert_one_line_error(rc, err, "strain", str(out), "--overwrite")
+    assert out.read_bytes() == before
+
+
+def test_evaluate_reports_mae_against_ground_truth(tiny, capsys):
+    rc, text, err = run(capsys, "evaluate", "--model", tiny / "run", "--input", tiny / "test.h5",
+                        "--out", tiny / "eval", "--no-progress")
+    assert rc == 0, err
+    result = json.loads((tiny / "eval" / "test.json").read_text())
+    assert set(result["mae"]) == {"exx", "eyy", "exy", "theta"}
+    assert all(np.isfinite(v) and v >= 0 for v in result["mae"].values())
+    assert (tiny / "eval" / "test.png").exists()
+
+
+def test_a_run_without_a_finished_checkpoint_is_refused(tiny, tmp_path, capsys):
+    (tmp_path / "half").mkdir()
+    rc, _, err = run(capsys, "strain", "--model", tmp_path / "half", "--input", tiny / "test.h5",
+                     "--out", tmp_path / "s.h5")
+    assert_one_line_error(rc, err, "strain", "not a finished run")
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_a_cube_of_another_pattern_size_is_refused(tiny, tmp_path, capsys):
+    cube = tmp_path / "big.npy"
+    np.save(cube, np.ones((2, 3, 40, 40), np.float32))
+    rc, _, err = run(capsys, "strain", "--model", tiny / "run", "--input", cube, "--out", tmp_path / "s.h5")
+    assert_one_line_error(rc, err, "strain", "40x40", "32x32")
+
+
+def test_evaluate_needs_ground_truth(tiny, tmp_path, capsys):
+    cube = tmp_path / "nogt.npy"
+    np.save(cube, np.ones((2, 3, 32, 32), np.float32))
+    rc, _, err = run(capsys, "evaluate", "--model", tiny / "run", "--input", cube)
+    assert_one_line_error(rc, err, "evaluate", "no ground truth")
+
+
+def test_bad_configs_are_one_line_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nepochz = 3\n")
+    rc, _, err = run(capsys, "train", "--config", bad, "--out", tmp_path / "r")
+    assert_one_line_error(rc, err, "train", "unknown key 'epochz'")
+    impossible = tmp_path / "impossible.toml"
+    impossible.write_text("[train]\nnoise_levels = [1.2]\n")
+    rc, _, err = run(capsys, "train", "--config", impossible, "--input", tmp_path / "missing.h5",
+                     "--out", tmp_path / "r")
+    assert rc == 2
+    rc, _, err = run(capsys, "train", "--config", "nosuchpreset", "--out", tmp_path / "r")
+    assert_one_line_error(rc, err, "train", "unknown preset")
+
+
+def test_quantize_prunes_to_the_target_and_refuses_an_existing_run(tiny, capsys):
+    out = tiny / "q6-s50"
+    rc, text, err = run(capsys, "quantize", "--model", tiny / "run", "--bits", 6, "--sparsity", 0.5,
+                        "--out", out, "--no-progress")
+    assert rc == 0, err
+    report = json.loads((out / "quant.json").read_text())
+    assert all(abs(v - 0.5) < 0.02 for v in report["sparsity"].values()), report["sparsity"]
+    rc, _, err = run(capsys, "quantize", "--model", tiny / "run", "--out", out)
+    assert_one_line_error(rc, err, "quantize", "already there")

@@ -1,0 +1,59 @@
+"""End to end on the tiny preset: simulate -> train -> QAT + pruning -> hls4ml -> both C-simulations.
+
+One pipeline run per session, shared by every test here (the compile is the slow part).
+"""
+import json
+import os
+
+import pytest
+
+from firmware.pipeline import run_pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    return root, run_pipeline("tiny", root=root, progress=False)
+
+
+def test_both_c_simulations_are_bit_exact(tiny_pipeline):
+    _, s = tiny_pipeline
+    c = s["csim"]
+    # Every test pattern of every noise level, plus the edge cases, through hls4ml's compiled C++...
+    assert c["patterns"] == 4 * 12 * 12 + 7
+    assert c["exact_fraction"] == 1.0, c["mismatches"]
+    # ...and the generated testbench, built with g++, on tb_data.
+    assert c["testbench_patterns"] >= 4 * 12 * 12
+    assert c["testbench_exact_fraction"] == 1.0, c["testbench_mismatches"]
+    assert not s["saturation"]["overflow"]
+
+
+def test_summary_names_the_variant_and_the_accuracy_of_all_three_models(tiny_pipeline):
+    root, s = tiny_pipeline
+    on_disk = json.loads((root / "hls_projects" / "tiny-q8-s50-rf1-stream" / "summary.json").read_text())
+    assert on_disk["csim"]["exact_fraction"] == s["csim"]["exact_fraction"]
+    v = s["variant"]
+    assert (v["bits"], v["sparsity"], v["reuse_factor"], v["io_type"]) == (8, 0.5, 1, "io_stream")
+    assert all(abs(f - 0.5) < 0.02 for f in v["achieved_sparsity"].values()), v["achieved_sparsity"]
+    for label in ("float", "quantized", "firmware"):
+        assert set(s["accuracy"][label]) == {"w=0", "w=0.25", "w=0.5", "w=0.7"}
+    # The firmware is bit-exact with the quantized model, so its strain maps are the same.
+    assert s["accuracy"]["firmware"] == s["accuracy"]["quantized"]
+
+
+def test_the_project_holds_what_vitis_csim_needs(tiny_pipeline):
+    root, _ = tiny_pipeline
+    prj = root / "hls_projects" / "tiny-q8-s50-rf1-stream"
+    for name in ("hls4ml_config.yml", "build_prj.tcl", "myproject_test.cpp", "firmware/myproject.cpp",
+                 "tb_data/tb_input_features.dat", "tb_data/tb_output_predictions.dat", "strain_maps.png"):
+        assert (prj / name).exists(), name
+
+
+def test_a_second_run_reuses_every_finished_stage(tiny_pipeline):
+    root, first = tiny_pipeline
+    stamp = os.path.getmtime(root / "runs" / "tiny" / "float" / "encoder.h5")
+    again = run_pipeline("tiny", root=root, progress=False)
+    assert os.path.getmtime(root / "runs" / "tiny" / "float" / "encoder.h5") == stamp
+    assert again["accuracy"] == first["accuracy"]
+    assert again["times_s"]["train float CC-ST-AE"] < 5
+    assert "firmware (reused)" in again["times_s"]  # nothing changed: not converted again
