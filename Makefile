@@ -41,6 +41,13 @@ SWEEP ?= report
 report: setup
 	$(VENV)/bin/ccstae sweep --config $(SWEEP) --out reports/sweep-$(SWEEP)
 
+# Which noise to train with: regimes x test levels, float / quantized / firmware vs py4DSTEM
+# (configs/robustness-quick.toml: minutes; `make robustness STUDY=default`: the full grid).
+STUDY ?= robustness-quick
+JOBS  ?= 2
+robustness: setup
+	$(VENV)/bin/ccstae robustness --config $(STUDY) --out reports/robustness-$(STUDY) --jobs $(JOBS)
+
 clean:
 	rm -rf hls_projects/*/ runs/ data/ reports/ .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

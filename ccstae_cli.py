@@ -329,9 +329,47 @@ def run_sweep(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# robustness
+
+
+def add_robustness_parser(subparsers):
+    p = subparsers.add_parser("robustness", help="training noise regimes x test noise levels, vs py4DSTEM",
+                              description="Train one model per noise regime of the config's [robustness] grid "
+                                          "(or reuse a finished run), evaluate float, quantized and firmware "
+                                          "(C-simulation) on test scans at every noise level and seed, run the "
+                                          "py4DSTEM baseline on the same scans; heatmaps, lines, CSV/JSON and "
+                                          "report.md. Finished cells are kept; a failing cell is recorded.")
+    p.add_argument("--config", default="robustness-quick",
+                   help="preset name or TOML file (default: robustness-quick; default: the full grid)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: reports/robustness-<name>)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="cells run in parallel processes (default 1)")
+    p.add_argument("--cube", type=Path, action="append", metavar="CUBE",
+                   help="also evaluate on this cube (repeatable); without ground truth: loss only, no MAE")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="train every regime in the study folder, even one `make hls` has trained (runs/<name>)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=run_robustness)
+
+
+def run_robustness(args) -> int:
+    from firmware.robustness import run_study
+    from model.errors import UserError
+
+    if args.jobs < 1:
+        raise UserError("--jobs must be >= 1")
+    summary = run_study(args.config, args.out, jobs=args.jobs, extra_cubes=args.cube or (),
+                        progress=not args.no_progress, reuse_runs=not args.no_reuse)
+    failed = [n for n, c in summary["cells"].items() if c["status"] == "failed"]
+    if failed:
+        print(f"failed cells: {', '.join(failed)} (see report.md; a rerun retries them)")
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------------
 
 COMMANDS = [add_simulate_parser, add_inspect_parser, add_train_parser, add_strain_parser, add_evaluate_parser,
-            add_quantize_parser, add_convert_parser, add_hls_parser, add_vendor_parser, add_sweep_parser]
+            add_quantize_parser, add_convert_parser, add_hls_parser, add_vendor_parser, add_sweep_parser,
+            add_robustness_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
