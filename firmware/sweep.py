@@ -191,15 +191,22 @@ def ensure_float(cfg_v: dict, train_cube: Path, float_dir: Path, progress: bool)
 
 
 def ensure_qat(cfg_v: dict, float_dir: Path, q_dir: Path, progress: bool) -> Path:
-    """The QAT run for (binning, bits, sparsity): reused when finished with the same [quant]."""
+    """The QAT run for (binning, bits, sparsity): reused when finished with the same [quant].
+
+    The sweep's [quant] (epochs, learning rate, integer bits) wins over the float run's, as in
+    `make hls`; a finished run is compared with exactly the section QAT would now use.
+    """
     from quant import qat
 
-    want = qat.quant_config(cfg_v)["quant"]
+    bits, sparsity = int(cfg_v["quant"]["weight_bits"]), float(cfg_v["quant"]["sparsity"])
+    float_cfg = json.loads((float_dir / "config.json").read_text())
+    want = qat.quant_config(float_cfg, bits, sparsity, cfg_v["quant"])["quant"]
     saved = q_dir / "config.json"
     same = saved.exists() and json.loads(saved.read_text()).get("quant") == want
     if not same or not (q_dir / "DONE").exists():
         shutil.rmtree(q_dir, ignore_errors=True)  # QAT is short: an interrupted one restarts
-        qat.quantize(float_dir, q_dir, progress=progress)
+        qat.quantize(float_dir, q_dir, bits=bits, sparsity=sparsity, progress=progress,
+                     quant_section=cfg_v["quant"])
     return q_dir
 
 
