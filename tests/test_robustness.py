@@ -1,0 +1,109 @@
+"""The robustness study (firmware/robustness.py) on the tiny preset: a 2 x 2 grid end to end,
+resume without recomputing, a failing cell recorded while the study goes on."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from firmware import robustness
+from model.config import load_config
+from model.data_io import open_cube, write_cube
+from model.errors import UserError
+
+
+def tiny_study_config(**robust):
+    cfg = load_config("tiny")
+    cfg["train"]["epochs"] = 2
+    cfg["quant"]["epochs"] = 2
+    cfg["robustness"].update({"fixed_levels": [0.0, 0.5], "modes": [], "test_levels": [0.0, 0.5], "seeds": [1],
+                              "firmware_patterns": 50, **robust})
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("robustness") / "study"
+    summary = robustness.run_study(tiny_study_config(), out, jobs=2, progress=False, reuse_runs=False)
+    return out, summary
+
+
+def test_a_2x2_grid_runs_end_to_end(study):
+    out, summary = study
+    cells = summary["cells"]
+    assert [n for n in cells] == ["fixed-0.00", "fixed-0.50", "py4DSTEM"]
+    assert cells["fixed-0.00"]["status"] == cells["fixed-0.50"]["status"] == "done"
+    assert cells["py4DSTEM"]["status"] in ("done", "skipped")
+    for name in ("fixed-0.00", "fixed-0.50"):
+        rows = cells[name]["rows"]
+        assert {(r["label"], r["model"]) for r in rows} == {(w, m) for w in ("w=0", "w=0.5")
+                                                            for m in ("float", "quantized", "firmware")}
+        for r in rows:
+            assert np.isfinite(r["loss"]) and all(np.isfinite(v) for v in r["mae"].values())
+        for r in (r for r in rows if r["model"] == "firmware"):
+            # 50 of 144 patterns C-simulated, all bit-exact: QKeras stands in for the rest, and says so.
+            assert r["csim_patterns"] == 50 and r["csim_exact_fraction"] == 1.0
+            assert "bit-exact on 50 C-sim patterns" in r["source"]
+    for name in ("report.md", "results.json", "results.csv", "summary.csv", "study.json", "heatmap_float.png",
+                 "heatmap_quantized.png", "heatmap_firmware.png", "lines_firmware.png"):
+        assert (out / name).stat().st_size > 0, name
+    report = (out / "report.md").read_text()
+    assert "## Findings" in report and "Deploy `fixed-" in report
+    assert summary["findings"]["deploy"] in ("fixed-0.00", "fixed-0.50")
+    assert not list(out.rglob("*.tmp"))  # every output was renamed into place
+
+
+def test_a_cube_without_ground_truth_gets_a_loss_but_no_mae(study, tmp_path):
+    from model.run import load_run
+    from quant import qmodel
+
+    out, summary = study
+    cube = json.loads((out / "results.json").read_text())["cubes"][0]
+    with open_cube(cube["path"]) as c:
+        data = c.read_rows(0, c.shape[0])
+    bare = write_cube(tmp_path / "no_truth.h5", data)
+    runs_ = summary["cells"]["fixed-0.00"]["runs"]
+    runs = {"float": load_run(runs_["float"]), "quantized": load_run(runs_["quantized"], qmodel.load_qencoder)}
+    for k in ("float", "quantized"):
+        runs[k + "_reference"] = np.load(os.path.join(runs_[k], "reference.npy"))
+    rows = robustness.evaluate_cube(robustness.external_cubes([bare])[0], runs, ["float", "quantized"], None, 0)
+    for r in rows:
+        assert r["mae"] is None and np.isfinite(r["loss"])
+        assert "no ground truth" in r["note"] and "MAE refused" in r["note"]
+
+
+def test_a_rerun_keeps_finished_cells_and_records_a_failing_one(study, monkeypatch):
+    out, first = study
+    stamps = {n: os.path.getmtime(out / "cells" / n / "result.json") for n in first["cells"]}
+    calls = []
+
+    def train_regime(cfg, train_cube, cell, reuse):
+        calls.append(cell.name)
+        raise RuntimeError("simulated crash in training")
+
+    monkeypatch.setattr(robustness, "train_regime", train_regime)
+    # The grid grows by one regime; in-process (jobs=1) so the patched trainer is the one called.
+    summary = robustness.run_study(tiny_study_config(modes=["curriculum"]), out, jobs=1, progress=False,
+                                   reuse_runs=False)
+    assert calls == ["curriculum"]  # the finished cells were not recomputed...
+    for n, t in stamps.items():
+        assert os.path.getmtime(out / "cells" / n / "result.json") == t, n  # ...nor rewritten
+    failed = summary["cells"]["curriculum"]
+    assert failed["status"] == "failed" and "simulated crash in training" in failed["error"]
+    assert "Traceback" in failed["traceback"]
+    assert json.loads((out / "cells" / "curriculum" / "result.json").read_text())["status"] == "failed"
+    assert summary["cells"]["fixed-0.00"]["rows"] == first["cells"]["fixed-0.00"]["rows"]
+    report = (out / "report.md").read_text()
+    assert "## Failed cells" in report and "curriculum" in report
+
+
+def test_bad_settings_and_a_changed_study_are_refused(study):
+    out, _ = study
+    cfg = tiny_study_config()
+    cfg["robustness"]["test_levels"] = [1.2]
+    with pytest.raises(UserError, match="test_levels"):
+        robustness.settings(cfg)
+    cfg = tiny_study_config()
+    cfg["robustness"]["seeds"] = [1, 2]  # other test scans: the finished cells would not match
+    with pytest.raises(UserError, match="other settings"):
+        robustness.run_study(cfg, out, progress=False, reuse_runs=False)
