@@ -304,6 +304,8 @@ def add_sweep_parser(subparsers):
     p.add_argument("--config", default="report", help="preset name or TOML file with a [sweep] section "
                                                       "(default: report, the quick one; sweep: the study)")
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: reports/sweep-<config name>)")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rewrite the report from the variants finished so far (e.g. while a sweep runs)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=run_sweep)
 
@@ -314,7 +316,7 @@ def run_sweep(args) -> int:
 
     cfg = load_config(args.config)
     out = args.out or Path("reports") / f"sweep-{Path(str(args.config)).stem}"
-    res = sweep(cfg, out, progress=not args.no_progress)
+    res = sweep(cfg, out, progress=not args.no_progress, compute=not args.report_only)
     for r in res["variants"]:
         if r["status"] == "done":
             e = r["estimate"]

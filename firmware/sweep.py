@@ -335,8 +335,11 @@ def load_variant(path: Path) -> dict | None:
         return None  # missing or unreadable: recompute
 
 
-def run_sweep(config, out, root: Path = Path("."), progress: bool = True) -> dict:
+def run_sweep(config, out, root: Path = Path("."), progress: bool = True, compute: bool = True) -> dict:
     """Run (or resume) the sweep of a config; write OUT/variants/*.json and the report.
+
+    compute=False: only (re)write the report from the variants finished so far (safe while
+    another process is still running the sweep: variant files are replaced atomically).
 
     config: a preset name, a TOML path or a config dict. Returns {"variants": [records],
     "done": n, "failed": n, "skipped": n (finished earlier), "report": write_report's paths,
@@ -354,9 +357,9 @@ def run_sweep(config, out, root: Path = Path("."), progress: bool = True) -> dic
     variants = grid(cfg)  # validates every variant before any work starts
     root, out = Path(root), Path(out)
     (out / "variants").mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "sweep_config.json", cfg)
     print(f"sweep {cfg['name']}: {len(variants)} variant(s) -> {out}", flush=True)
-
+    if compute:
+        write_json_atomic(out / "sweep_config.json", cfg)
     train_cube, tests = ensure_data(cfg, root / "data" / cfg["name"], progress)
     shape, block = eval_block(cfg, tests)
     floats = FloatCache()
@@ -368,6 +371,10 @@ def run_sweep(config, out, root: Path = Path("."), progress: bool = True) -> dic
         if old and old.get("status") == "done" and old.get("settings") == settings(cfg, v):
             records.append(old)
             skipped += 1
+            continue
+        if not compute:  # report-only: show earlier failures, leave unfinished variants out
+            if old and old.get("status") == "failed" and old.get("settings") == settings(cfg, v):
+                records.append(old)
             continue
         print(f"== variant {name}", flush=True)
         t0 = time.time()
@@ -389,6 +396,8 @@ def run_sweep(config, out, root: Path = Path("."), progress: bool = True) -> dic
         _add_sweep_sections(cfg, records, shape, block, Path(paths["md"]), Path(paths["html"]))
     result = {"variants": records, "done": len(done), "failed": len(records) - len(done), "skipped": skipped,
               "report": paths, "seconds": round(time.time() - t_start, 1)}
+    if not compute:
+        return result
     write_json_atomic(out / "sweep.json", {k: v for k, v in result.items() if k != "variants"} |
                       {"variants": [{k: r.get(k) for k in ("name", "status", "error", "seconds")} for r in records]})
     return result

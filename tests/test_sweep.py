@@ -70,6 +70,9 @@ def test_rerun_skips_finished_variants(tiny_sweep, monkeypatch):
     res = sweep.run_sweep(tiny_sweep_config(), out, root=root, progress=False)
     assert (res["done"], res["failed"], res["skipped"]) == (2, 0, 2)
     assert {p.name: os.path.getmtime(p) for p in (out / "variants").glob("*.json")} == stamps
+    # --report-only: the report from what is finished, nothing computed.
+    res = sweep.run_sweep(tiny_sweep_config(reuse_factor=[1, 4, 8]), out, root=root, progress=False, compute=False)
+    assert (res["done"], res["failed"]) == (2, 0) and (out / "report.md").exists()
 
 
 def test_a_failing_variant_is_recorded_and_the_sweep_goes_on(tiny_sweep, monkeypatch):
