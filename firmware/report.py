@@ -18,10 +18,11 @@ from __future__ import annotations
 import csv
 import html
 import io
-import os
 from pathlib import Path
 
 import numpy as np
+
+from model.data_io import atomic_write
 
 from firmware import estimate as E
 
@@ -33,13 +34,7 @@ ACCURACY_KEYS = ("exx", "eyy")  # the strain components the table and the recomm
 
 # ----------------------------------------------------------------------------- small helpers
 
-def _atomic_write(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data)
-    os.replace(tmp, path)
+_atomic_write = atomic_write
 
 
 def _levels(variants) -> list:

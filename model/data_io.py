@@ -48,6 +48,17 @@ def check_output(path, overwrite: bool = False) -> Path:
     return path
 
 
+def atomic_write(path, data) -> Path:
+    """Write text or bytes to `path` through a temp file and a rename (replaces an existing file)."""
+    with atomic_path(path, overwrite=True) as tmp:
+        (tmp.write_bytes if isinstance(data, bytes) else tmp.write_text)(data)
+    return Path(path)
+
+
+def write_json(path, obj, **kw) -> Path:
+    return atomic_write(path, json.dumps(obj, indent=1, **kw))
+
+
 @contextmanager
 def atomic_path(path, overwrite: bool = False):
     """Yield a temp path next to `path`; on success it replaces `path`, on failure it is removed.

@@ -14,11 +14,11 @@ Rotation is only defined modulo 60 degrees for a hexagonal lattice: errors are w
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from model.data_io import write_json  # noqa: F401  (re-exported: callers write results with it)
 from model.errors import UserError
 
 MAPS = ("exx", "eyy", "exy", "theta")
@@ -114,7 +114,3 @@ def save_maps_png(path: Path, rows: dict, title: str = "") -> None:
     tmp.replace(path)
 
 
-def write_json(path: Path, obj) -> None:
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)

@@ -25,16 +25,14 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from model import network, noise, preprocess, stn
-from model.data_io import open_cube
+from model.data_io import atomic_write, open_cube
 from model.errors import UserError
 
 NOISE_MODES = ("none", "fixed", "mixed", "curriculum")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def validate_train_config(cfg: dict) -> None:
