@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from model import data_io
 from model.errors import UserError
 
 MODELS = ("float", "quantized", "firmware")
@@ -97,19 +98,8 @@ def fingerprint(cfg: dict, s: dict) -> dict:
 
 # ----------------------------------------------------------------------------- small helpers
 
-def atomic_write(path: Path, data) -> None:
-    """Write text or bytes to a temporary name, then rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data)
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, obj) -> None:
-    atomic_write(path, json.dumps(obj, indent=1, default=_json_default))
+    data_io.write_json(path, obj, default=_json_default)
 
 
 def _json_default(v):
@@ -657,7 +647,7 @@ def write_outputs(out: Path, cfg: dict, s: dict, cubes: list, cells: dict) -> di
     for m in models:
         heatmaps(out / f"heatmap_{m}.png", agg, cells, m, labels, cfg["name"])
         lines_plot(out / f"lines_{m}.png", agg, cells, m, s, cfg["name"])
-    atomic_write(out / "report.md", report_md(summary, cfg, s, cells, agg, labels, models))
+    data_io.atomic_write(out / "report.md", report_md(summary, cfg, s, cells, agg, labels, models))
     return summary
 
 
@@ -667,7 +657,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    atomic_write(path, buf.getvalue())
+    data_io.atomic_write(path, buf.getvalue())
 
 
 def _save_fig(fig, path: Path) -> None:
