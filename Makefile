@@ -5,7 +5,6 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PRESET ?= default
-RUN    ?= runs/$(PRESET)
 
 .PHONY: setup hls test bench csim synth robustness report clean
 
