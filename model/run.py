@@ -20,9 +20,10 @@ class Run:
     binning: int
     scale: float
     encoder: object  # keras.Model
+    crop: int = 0
 
     def inputs(self, patterns: np.ndarray) -> np.ndarray:
-        return preprocess.preprocess(patterns, self.scale, self.binning)
+        return preprocess.preprocess(patterns, self.scale, self.binning, self.crop)
 
 
 def load_run(path, load_encoder=None) -> Run:
@@ -39,7 +40,7 @@ def load_run(path, load_encoder=None) -> Run:
         load_encoder = lambda p: keras.models.load_model(p, compile=False)  # noqa: E731
     encoder = load_encoder(path / "encoder.h5")
     return Run(path, json.loads((path / "config.json").read_text()), int(pre["pattern"]),
-               int(pre["binning"]), float(pre["scale"]), encoder)
+               int(pre["binning"]), float(pre["scale"]), encoder, int(pre.get("crop", 0)))
 
 
 def check_pattern_size(cube, pattern: int) -> None:

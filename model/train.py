@@ -6,7 +6,7 @@ it, is never read here.
 
 A run directory holds:
     config.json        the effective config
-    preprocess.json    pattern size, binning and the input scale s (model/preprocess.py)
+    preprocess.json    pattern size, binning, crop and the input scale s (model/preprocess.py)
     encoder.h5         the best encoder (lowest validation loss), Keras 2 HDF5
     reference.npy      the learned reference pattern (encoder input space)
     history.json       losses per epoch
@@ -98,10 +98,17 @@ class Trainer:
         t, m = self.t, cfg["model"]
         tf.keras.utils.set_random_seed(t["seed"])
         tf.config.experimental.enable_op_determinism()
-        self.binning = int(m["input_binning"])
-        self.pattern = patterns.shape[-1] // self.binning
+        self.binning, self.crop = int(m["input_binning"]), int(m["input_crop"])
+        self.detector_pattern = patterns.shape[-1]
+        if self.detector_pattern % self.binning:
+            raise UserError(f"config model.input_binning {self.binning} does not divide the "
+                            f"{self.detector_pattern}-pixel patterns")
+        self.pattern = preprocess.input_size(self.detector_pattern, self.binning, self.crop)
+        if self.crop < 0 or self.pattern < 16:
+            raise UserError(f"config model.input_crop {self.crop}: the encoder input would be {self.pattern} pixels"
+                            " (need >= 16)")
         if scale is None:
-            scale = preprocess.fit_scale(patterns[:: max(1, len(patterns) // 2000)], self.binning)
+            scale = preprocess.fit_scale(patterns[:: max(1, len(patterns) // 2000)], self.binning, self.crop)
         self.scale = float(scale)
         self.batch_hooks = list(batch_hooks)
         # Model selection considers epochs from this one on (QAT: once pruning reached its target).
@@ -141,7 +148,7 @@ class Trainer:
         return noise.add_noise(raw, levels, self.counts, rng, gamma_frac=self.gamma)
 
     def prep(self, raw):
-        return preprocess.preprocess(raw, self.scale, self.binning)
+        return preprocess.preprocess(raw, self.scale, self.binning, self.crop)
 
     @tf.function
     def _step(self, x_in, x_target, sigma, mask):
@@ -222,7 +229,8 @@ class Trainer:
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run / "config.json", json.dumps(self.cfg, indent=1))
         atomic_write_text(run / "preprocess.json", json.dumps(
-            {"pattern": self.pattern * self.binning, "binning": self.binning, "scale": self.scale}, indent=1))
+            {"pattern": self.detector_pattern, "binning": self.binning, "crop": self.crop, "scale": self.scale},
+            indent=1))
 
     def save_best(self):
         run = self.run_dir
