@@ -101,12 +101,28 @@ def test_bad_configs_are_one_line_errors(tmp_path, capsys):
     assert_one_line_error(rc, err, "train", "unknown preset")
 
 
-def test_quantize_prunes_to_the_target_and_refuses_an_existing_run(tiny, capsys):
+@pytest.fixture(scope="module")
+def tiny_q(tiny):
     out = tiny / "q6-s50"
-    rc, text, err = run(capsys, "quantize", "--model", tiny / "run", "--bits", 6, "--sparsity", 0.5,
-                        "--out", out, "--no-progress")
-    assert rc == 0, err
-    report = json.loads((out / "quant.json").read_text())
+    assert ccstae_cli.main(["quantize", "--model", str(tiny / "run"), "--bits", "6", "--sparsity", "0.5",
+                            "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_quantize_prunes_to_the_target_and_refuses_an_existing_run(tiny, tiny_q, capsys):
+    report = json.loads((tiny_q / "quant.json").read_text())
+    assert report["spec"]["weight_bits"] == 6
     assert all(abs(v - 0.5) < 0.02 for v in report["sparsity"].values()), report["sparsity"]
-    rc, _, err = run(capsys, "quantize", "--model", tiny / "run", "--out", out)
+    rc, _, err = run(capsys, "quantize", "--model", tiny / "run", "--out", tiny_q)
     assert_one_line_error(rc, err, "quantize", "already there")
+
+
+def test_convert_a_users_cube_is_bit_exact_on_both_paths(tiny, tiny_q, capsys):
+    prj = tiny / "prj"
+    rc, text, err = run(capsys, "convert", "--model", tiny_q, "--out", prj, "--input", tiny / "test.h5")
+    assert rc == 0, err
+    s = json.loads((prj / "summary.json").read_text())
+    assert s["csim"]["exact_fraction"] == 1.0 and s["csim"]["testbench_exact_fraction"] == 1.0
+    assert s["variant"]["bits"] == 6 and set(s["accuracy"]["firmware"]) == {"input"}
+    rc, _, err = run(capsys, "convert", "--model", tiny / "run", "--out", tiny / "prj2")
+    assert_one_line_error(rc, err, "convert", "not a quantized run")
