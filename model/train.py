@@ -212,7 +212,8 @@ class Trainer:
             self.epoch.assign(epoch + 1)
             self.manager.save()
             atomic_write_text(history_path, json.dumps(history, indent=1))
-            stale = 0 if improved else stale + 1
+            eligible = epoch + 1 >= self.select_from_epoch
+            stale = 0 if improved or not eligible else stale + 1  # only selectable epochs wear out patience
             # Patience counts only once the blur schedule has settled: earlier losses are
             # measured at another blur and are not comparable.
             if epoch + 1 > 0.6 * t["epochs"] and stale >= t["patience"]:
