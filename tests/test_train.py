@@ -89,3 +89,12 @@ def test_bad_configs_are_user_errors(tiny_cube, tmp_path):
         train.train(tiny_config(noise_levels=[1.5]), tiny_cube, tmp_path / "x", progress=False)
     with pytest.raises(UserError, match="nothing to resume"):
         train.train(tiny_config(), tiny_cube, tmp_path / "never", resume=True, progress=False)
+
+
+def test_early_stopping_waits_for_epochs_eligible_for_selection(tiny_cube, tmp_path):
+    """QAT selects only epochs at the target sparsity; patience must not end training before them."""
+    cfg = tiny_config(epochs=4, patience=1)
+    patterns = train.load_patterns(tiny_cube, cfg["train"], 0)
+    result = train.Trainer(cfg, patterns, tmp_path / "run", select_from_epoch=4).fit(progress=False)
+    assert len(result["history"]) == 4
+    assert np.isfinite(result["best_val_loss"])
