@@ -17,13 +17,14 @@ import numpy as np
 
 from firmware import convert, csim
 from model import train
-from model.config import load_config
+from model.config import load_config, stale
 from model.data_io import open_cube
 from model.evaluate import maps_from_raw, truth_maps
 from model.errors import UserError
-from model.run import check_pattern_size, load_run
+from model.run import check_pattern_size, encoder_fingerprint, load_run
 from model.simulate import simulate_scan
-from model.strain import MAPS, mae, save_maps_png, write_json
+from model.data_io import write_json
+from model.strain import MAPS, mae, save_maps_png
 from quant import qat, qmodel
 
 
@@ -45,14 +46,6 @@ class Stopwatch:
                     print(f"   {name}: {watch.times[name]:.1f} s", flush=True)
 
         return Lap()
-
-
-def stale(saved_config: Path, cfg: dict, sections) -> bool:
-    """True when a result was made from other settings than `cfg` in these sections."""
-    if not saved_config.exists():
-        return True
-    saved = json.loads(saved_config.read_text())
-    return any(saved.get(k) != cfg[k] for k in sections)
 
 
 def test_cube_path(data: Path, w: float) -> Path:
@@ -105,14 +98,16 @@ def run_pipeline(config="default", root: Path = Path("."), progress: bool = True
 
     q_dir = root / "runs" / name / qat.variant_name(qat.quant_config(cfg))
     with watch("quantize + prune (QAT)"):
-        if stale(q_dir / "config.json", cfg, ("quant",)) or not (q_dir / "DONE").exists():
+        if not qat.is_current(q_dir, float_dir, cfg):
             shutil.rmtree(q_dir, ignore_errors=True)  # QAT is short: an interrupted one restarts
             qat.quantize(float_dir, q_dir, progress=progress, quant_section=cfg["quant"])
 
     prj = project_dir(cfg, root)
     # The firmware stage's inputs: when they have not changed since its summary, reuse it.
+    # The float encoder counts too: its MAE is in the summary.
     inputs = {"quant": cfg["quant"], "firmware": cfg["firmware"], "noise": cfg["noise"],
-              "encoder_mtime": (q_dir / "encoder.h5").stat().st_mtime}
+              "float_encoder_sha256": encoder_fingerprint(float_dir),
+              "encoder_sha256": encoder_fingerprint(q_dir)}
     previous = json.loads((prj / "summary.json").read_text()) if (prj / "summary.json").exists() else {}
     if previous.get("inputs") == json.loads(json.dumps(inputs)):
         print(f"== firmware: {prj} is up to date (delete its summary.json to redo it)")
@@ -259,6 +254,6 @@ def format_summary(s: dict) -> str:
         for label in ("float", "quantized", "firmware"):
             m = s["accuracy"][label][w]
             lines.append(f"{w:>5} {label:>10} " + " ".join(f"{m[k]:8.5f}" if k != "theta" else f"{m[k]:8.3f}" for k in MAPS))
-    lines.append(f"\ntimes (s): " + ", ".join(f"{k} {v}" for k, v in s["times_s"].items()))
+    lines.append("\ntimes (s): " + ", ".join(f"{k} {v}" for k, v in s["times_s"].items()))
     lines.append(f"wrote {s['project']}/summary.json")
     return "\n".join(lines)

@@ -207,7 +207,7 @@ def _markdown(variants, table, levels, detectors, parts, recs, calibration) -> s
         lines.append("| " + " | ".join([r["name"], _fmt(r["LUT"]), _fmt(r["FF"]), _fmt(r["DSP"]), _fmt(r["BRAM18"]),
                                         _fmt(r["latency_cycles"]), _fmt(r["latency_us"], ".2f"),
                                         _fmt(r["ii_cycles"]), _fmt(r["patterns_per_s"])] + pcts) + " |")
-    lines += ["", f"Part columns: LUT / FF / DSP / BRAM18 in % of the part.", "",
+    lines += ["", "Part columns: LUT / FF / DSP / BRAM18 in % of the part.", "",
               "## Accuracy", ""]
     head = ["variant", "bits", "sparsity", "reuse", "bit-exact"]
     for w in levels:

@@ -144,7 +144,7 @@ def train_regime(cfg: dict, train_cube: Path, cell: Path, reuse: list[Path]) -> 
     """A float and a quantized run for this regime's config: reused when one with the same
     settings has finished (in `reuse` folders, e.g. `make hls`'s runs/<name>/), else trained
     in the cell (an interrupted float run resumes from its checkpoint)."""
-    from firmware.pipeline import stale
+    from model.config import stale
     from model import train
     from quant import qat
 
@@ -164,10 +164,10 @@ def train_regime(cfg: dict, train_cube: Path, cell: Path, reuse: list[Path]) -> 
             times["train_s"] = round(time.time() - t0, 1)
     variant = qat.variant_name(qat.quant_config(cfg))
     q_dir = float_dir.parent / variant
-    if not (q_dir / "DONE").exists() or stale(q_dir / "config.json", cfg, ("quant",)):
+    if not qat.is_current(q_dir, float_dir, cfg):
         if reused:  # never write into another run's folder: QAT in the cell
             q_dir = cell / variant
-        if not (q_dir / "DONE").exists() or stale(q_dir / "config.json", cfg, ("quant",)):
+        if not qat.is_current(q_dir, float_dir, cfg):
             shutil.rmtree(q_dir, ignore_errors=True)  # QAT is short: an interrupted one restarts
             t0 = time.time()
             qat.quantize(float_dir, q_dir, progress=False, quant_section=cfg["quant"])

@@ -35,9 +35,9 @@ from tqdm import tqdm
 
 from firmware import convert, csim, report, vendor
 from firmware import estimate as E
-from firmware.pipeline import Stopwatch, ensure_data, stale
+from firmware.pipeline import Stopwatch, ensure_data
 from model import train
-from model.config import load_config
+from model.config import load_config, stale
 from model.data_io import open_cube
 from model.errors import UserError
 from model.evaluate import maps_from_raw, truth_maps
@@ -201,9 +201,7 @@ def ensure_qat(cfg_v: dict, float_dir: Path, q_dir: Path, progress: bool) -> Pat
     bits, sparsity = int(cfg_v["quant"]["weight_bits"]), float(cfg_v["quant"]["sparsity"])
     float_cfg = json.loads((float_dir / "config.json").read_text())
     want = qat.quant_config(float_cfg, bits, sparsity, cfg_v["quant"])["quant"]
-    saved = q_dir / "config.json"
-    same = saved.exists() and json.loads(saved.read_text()).get("quant") == want
-    if not same or not (q_dir / "DONE").exists():
+    if not qat.is_current(q_dir, float_dir, {"quant": want}):
         shutil.rmtree(q_dir, ignore_errors=True)  # QAT is short: an interrupted one restarts
         qat.quantize(float_dir, q_dir, bits=bits, sparsity=sparsity, progress=progress,
                      quant_section=cfg_v["quant"])

@@ -7,6 +7,7 @@ silently falls back to a default.
 from __future__ import annotations
 
 import copy
+import json
 import tomllib
 from pathlib import Path
 
@@ -60,3 +61,26 @@ def merge(base: dict, override: dict, where: str = "config") -> dict:
         else:
             out[key] = value
     return out
+
+
+def _same(saved, current, base) -> bool:
+    """Equal, where a key the saved config lacks counts as the default it had when it was added.
+
+    Convention: a new config key's default in configs/default.toml reproduces what the code did
+    before the key existed, so results made before it was added stay valid.
+    """
+    if isinstance(current, dict) and isinstance(saved, dict):
+        base = base if isinstance(base, dict) else {}
+        return all(_same(saved[k], v, base.get(k)) if k in saved else v == base.get(k, object())
+                   for k, v in current.items()) and set(saved) <= set(current)
+    return saved == current
+
+
+def stale(saved_config: Path, cfg: dict, sections) -> bool:
+    """True when a result was made from other settings than `cfg` in these sections."""
+    if not Path(saved_config).exists():
+        return True
+    saved = json.loads(Path(saved_config).read_text())
+    with open(CONFIG_DIR / "default.toml", "rb") as f:
+        base = tomllib.load(f)
+    return not all(k in saved and _same(saved[k], cfg[k], base.get(k)) for k in sections)

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 
 from model import network, strain
-from model.data_io import open_cube
+from model.data_io import open_cube, write_json
 from model.errors import DataError, UserError
 from model.run import Run, check_pattern_size, predict_raw
 
@@ -83,7 +83,7 @@ def evaluate_command(run: Run, cube_path: Path, out_dir: Path | None = None, reg
     out_dir = Path(out_dir) if out_dir else run.path / "evaluate"
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = cube_path.stem
-    strain.write_json(out_dir / f"{stem}.json", result)
+    write_json(out_dir / f"{stem}.json", result)
     strain.save_maps_png(out_dir / f"{stem}.png", {"prediction": pred, "truth": truth,
                                                    "abs error": strain.errors(pred, truth)},
                          title=f"{cube_path.name}: MAE exx {result['mae']['exx']:.4f} eyy {result['mae']['eyy']:.4f}"

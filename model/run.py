@@ -1,6 +1,7 @@
 """A trained run directory (see model/train.py), loaded for inference."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,11 @@ class Run:
 
     def inputs(self, patterns: np.ndarray) -> np.ndarray:
         return preprocess.preprocess(patterns, self.scale, self.binning, self.crop)
+
+
+def encoder_fingerprint(run_dir) -> str:
+    """SHA-256 of a run's saved encoder: what later stages record to know what they were made from."""
+    return hashlib.sha256((Path(run_dir) / "encoder.h5").read_bytes()).hexdigest()
 
 
 def load_run(path, load_encoder=None) -> Run:

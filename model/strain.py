@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data_io import write_json  # noqa: F401  (re-exported: callers write results with it)
 from model.errors import UserError
 
 MAPS = ("exx", "eyy", "exy", "theta")

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from model import train
-from model.config import load_config
+from model.config import load_config, stale
 from model.errors import UserError
-from model.run import load_run
+from model.run import encoder_fingerprint, load_run
 from quant import prune, qmodel
 
 
@@ -49,6 +49,15 @@ def quant_config(float_cfg: dict, bits: int | None = None, sparsity: float | Non
 def variant_name(cfg: dict) -> str:
     q = cfg["quant"]
     return f"q{q['weight_bits']}-s{int(round(100 * q['sparsity']))}"
+
+
+def is_current(q_dir, float_dir, cfg: dict) -> bool:
+    """A finished QAT run made from this float run's encoder with `cfg`'s [quant] settings."""
+    q_dir = Path(q_dir)
+    if not (q_dir / "DONE").exists() or stale(q_dir / "config.json", cfg, ("quant",)):
+        return False
+    source = json.loads((q_dir / "input.json").read_text())
+    return source.get("float_encoder_sha256") == encoder_fingerprint(float_dir)
 
 
 def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, progress=True,
@@ -86,7 +95,8 @@ def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, p
                             save_encoder=lambda enc, path: qmodel.save_qencoder(prune.strip(enc), path))
     trainer.write_static()
     train.atomic_write_text(out_dir / "input.json", json.dumps({"cube": str(cube_path), "dataset": dataset,
-                                                                "float_run": str(float_run.path)}))
+                                                                "float_run": str(float_run.path),
+                                                                "float_encoder_sha256": encoder_fingerprint(float_run.path)}))
     result = trainer.fit(progress=progress)
     final = qmodel.load_qencoder(out_dir / "encoder.h5")
     report = {"spec": spec.__dict__ if hasattr(spec, "__dict__") else str(spec),

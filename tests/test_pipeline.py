@@ -57,3 +57,25 @@ def test_a_second_run_reuses_every_finished_stage(tiny_pipeline):
     assert again["accuracy"] == first["accuracy"]
     assert again["times_s"]["train float CC-ST-AE"] < 5
     assert "firmware (reused)" in again["times_s"]  # nothing changed: not converted again
+
+
+def test_a_quantized_run_is_current_only_for_the_float_encoder_it_came_from(tiny_pipeline, tmp_path):
+    import shutil
+
+    from model.config import load_config
+    from quant import qat
+
+    root, _ = tiny_pipeline
+    cfg = load_config("tiny")
+    float_dir, q_dir = root / "runs" / "tiny" / "float", root / "runs" / "tiny" / "q8-s50"
+    assert qat.is_current(q_dir, float_dir, cfg)
+    # A retrained float run (here: a copy whose encoder file differs) makes the QAT run stale,
+    # so `make hls` never pairs a new float model with a quantized model of an old one.
+    other = tmp_path / "float"
+    shutil.copytree(float_dir, other)
+    with open(other / "encoder.h5", "ab") as f:
+        f.write(b"\0")
+    assert not qat.is_current(q_dir, other, cfg)
+    # Other [quant] settings make it stale as well.
+    cfg["quant"]["weight_bits"] = 6
+    assert not qat.is_current(q_dir, float_dir, cfg)

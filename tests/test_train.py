@@ -98,3 +98,24 @@ def test_early_stopping_waits_for_epochs_eligible_for_selection(tiny_cube, tmp_p
     result = train.Trainer(cfg, patterns, tmp_path / "run", select_from_epoch=4).fit(progress=False)
     assert len(result["history"]) == 4
     assert np.isfinite(result["best_val_loss"])
+
+
+def test_a_result_stays_valid_when_a_config_key_is_added_at_its_default(tmp_path):
+    import copy
+    import json
+
+    from model.config import load_config, stale
+
+    cfg = load_config("tiny")
+    old = copy.deepcopy(cfg)
+    del old["model"]["input_crop"]  # a run saved before [model] input_crop existed
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps(old))
+    sections = ("simulate", "noise", "model", "train")
+    assert not stale(saved, cfg, sections)
+    cfg["model"]["input_crop"] = 1  # but not for a config that sets it to something else
+    assert stale(saved, cfg, sections)
+    cfg["model"]["input_crop"] = 0
+    cfg["train"]["epochs"] += 1
+    assert stale(saved, cfg, sections)
+    assert stale(tmp_path / "missing.json", cfg, sections)
