@@ -67,8 +67,7 @@ def _same(saved, current, base) -> bool:
     """Equal, where a key the saved config lacks counts as the default it had when it was added.
 
     Convention: a new config key's default in configs/default.toml reproduces what the code did
-    before the key existed, so results made before it was added stay valid; where it does not,
-    LEGACY names the old meaning.
+    before the key existed, so results made before it was added stay valid.
     """
     if isinstance(current, dict) and isinstance(saved, dict):
         base = base if isinstance(base, dict) else {}
@@ -77,18 +76,11 @@ def _same(saved, current, base) -> bool:
     return saved == current
 
 
-# Keys added with a default that changes behaviour: what a config saved before them meant.
-LEGACY = {("train", "lr_schedule"): "constant"}
-
-
 def stale(saved_config: Path, cfg: dict, sections) -> bool:
     """True when a result was made from other settings than `cfg` in these sections."""
     if not Path(saved_config).exists():
         return True
     saved = json.loads(Path(saved_config).read_text())
-    for (section, key), value in LEGACY.items():
-        if isinstance(saved.get(section), dict):
-            saved[section].setdefault(key, value)
     with open(CONFIG_DIR / "default.toml", "rb") as f:
         base = tomllib.load(f)
     return not all(k in saved and _same(saved[k], cfg[k], base.get(k)) for k in sections)

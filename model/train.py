@@ -135,7 +135,7 @@ class Trainer:
             reference = x[np.argsort(d)[:16]].mean(axis=0)
         self.model = network.CCSTAE(encoder, reference)
         self.mask = stn.annular_mask(self.pattern, t["mask_inner"] * self.pattern, t["mask_outer"] * self.pattern)
-        self.optimizer = tf.keras.optimizers.Adam(learning_rate_schedule(t, len(self.train_raw)))
+        self.optimizer = tf.keras.optimizers.Adam(t["learning_rate"])
         self.epoch = tf.Variable(0, dtype=tf.int64)
         self.best_val = tf.Variable(np.inf, dtype=tf.float64)
         self.ckpt = tf.train.Checkpoint(encoder=encoder, reference=self.model.reference_logit,
@@ -240,20 +240,6 @@ class Trainer:
         os.replace(tmp, run / "encoder.h5")
         np.save(run / "reference.tmp.npy", self.model.reference.numpy())
         os.replace(run / "reference.tmp.npy", run / "reference.npy")
-
-
-def learning_rate_schedule(t: dict, n_train: int):
-    """[train] learning_rate, constant or cosine-decayed to lr_final x learning_rate over all
-    planned steps. The schedule reads the optimizer's step counter, which the checkpoint keeps,
-    so a resumed run continues on the same curve."""
-    kind = t.get("lr_schedule", "constant")  # a run saved before the key existed
-    if kind == "constant":
-        return float(t["learning_rate"])
-    if kind != "cosine":
-        raise UserError(f"config train.lr_schedule '{kind}': use 'constant' or 'cosine'")
-    steps = int(t["epochs"]) * int(np.ceil(n_train / int(t["batch_size"])))
-    return tf.keras.optimizers.schedules.CosineDecay(float(t["learning_rate"]), max(1, steps),
-                                                     alpha=float(t["lr_final"]))
 
 
 def simulate_training_sample(cfg: dict, path: Path, progress: bool = True) -> Path:

@@ -119,29 +119,3 @@ def test_a_result_stays_valid_when_a_config_key_is_added_at_its_default(tmp_path
     cfg["train"]["epochs"] += 1
     assert stale(saved, cfg, sections)
     assert stale(tmp_path / "missing.json", cfg, sections)
-
-
-def test_cosine_schedule_decays_to_the_final_fraction_and_old_runs_stay_constant(tmp_path):
-    import copy
-    import json
-
-    from model.config import load_config, stale
-    from model.train import learning_rate_schedule
-
-    t = load_config("tiny")["train"]
-    t = {**t, "lr_schedule": "cosine", "epochs": 10, "batch_size": 10, "learning_rate": 1e-3, "lr_final": 0.05}
-    lr = learning_rate_schedule(t, n_train=100)  # 10 steps per epoch, 100 in all
-    assert abs(float(lr(0)) - 1e-3) < 1e-9
-    assert abs(float(lr(50)) - 1e-3 * (0.05 + 0.95 * 0.5)) < 1e-8  # half way down the cosine
-    assert abs(float(lr(100)) - 5e-5) < 1e-9
-    assert learning_rate_schedule({**t, "lr_schedule": "constant"}, 100) == 1e-3
-
-    # A run saved before lr_schedule existed trained at a constant rate: current for a
-    # constant config, stale for the cosine default.
-    cfg = load_config("tiny")
-    old = copy.deepcopy(cfg)
-    del old["train"]["lr_schedule"]
-    saved = tmp_path / "config.json"
-    saved.write_text(json.dumps(old))
-    assert stale(saved, {**cfg, "train": {**cfg["train"], "lr_schedule": "cosine"}}, ("train",))
-    assert not stale(saved, {**cfg, "train": {**cfg["train"], "lr_schedule": "constant"}}, ("train",))
