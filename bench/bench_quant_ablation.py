@@ -35,6 +35,8 @@ VARIANTS = {
     "w10": {"weight_bits": 10},
     "s0": {"sparsity": 0.0},                   # no pruning
     "e24": {"epochs": 24},                     # twice the fine-tuning
+    "e36": {"epochs": 36},
+    "e24-lr-half": {"epochs": 24, "learning_rate": 2.5e-4},
 }
 
 
