@@ -119,3 +119,14 @@ def test_a_result_stays_valid_when_a_config_key_is_added_at_its_default(tmp_path
     cfg["train"]["epochs"] += 1
     assert stale(saved, cfg, sections)
     assert stale(tmp_path / "missing.json", cfg, sections)
+
+
+def test_every_shipped_config_loads_and_validates():
+    from firmware import sweep
+    from model.config import load_config, preset_names
+
+    for name in preset_names():
+        cfg = load_config(name)  # unknown keys or bad TOML would raise here
+        assert cfg["name"], name
+        if "sweep" in cfg and cfg["sweep"]:
+            assert [sweep.variant_config(cfg, v) for v in sweep.grid(cfg)], name
