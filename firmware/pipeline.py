@@ -57,7 +57,7 @@ def ensure_data(cfg: dict, data: Path, progress: bool) -> tuple[Path, dict]:
     if stale(stamp, cfg, ("simulate", "noise", "train")):
         shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True, exist_ok=True)
-    train.atomic_write_text(stamp, json.dumps(cfg))
+    write_json(stamp, cfg)
     train_cube = data / "train_clean.h5"
     if not train_cube.exists():
         train.simulate_training_sample(cfg, train_cube, progress=progress)

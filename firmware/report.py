@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data_io import atomic_write
+from model.data_io import atomic_write, save_figure
 
 from firmware import estimate as E
 
@@ -34,7 +34,6 @@ ACCURACY_KEYS = ("exx", "eyy")  # the strain components the table and the recomm
 
 # ----------------------------------------------------------------------------- small helpers
 
-_atomic_write = atomic_write
 
 
 def _levels(variants) -> list:
@@ -184,10 +183,7 @@ def _plot(table: list[dict], xkey: str, xlabel: str, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    _atomic_write(path, buf.getvalue())
+    save_figure(fig, path, dpi=100)
 
 
 # ----------------------------------------------------------------------------- markdown / html
@@ -324,8 +320,8 @@ def write_report(variants: list[dict], out_dir, detectors=tuple(E.DETECTORS), pa
         _plot(table, key, label, out_dir / name)
         pngs.append(str(out_dir / name))
     md = _markdown(variants, table, levels, list(detectors), parts, recs, calibration)
-    _atomic_write(out_dir / "report.md", md)
-    _atomic_write(out_dir / "report.csv", _csv_text(table))
-    _atomic_write(out_dir / "report.html", _markdown_to_html(md))
+    atomic_write(out_dir / "report.md", md)
+    atomic_write(out_dir / "report.csv", _csv_text(table))
+    atomic_write(out_dir / "report.html", _markdown_to_html(md))
     return {"md": str(out_dir / "report.md"), "csv": str(out_dir / "report.csv"),
             "html": str(out_dir / "report.html"), "png": pngs, "recommendations": recs}

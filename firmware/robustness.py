@@ -30,7 +30,6 @@ import copy
 import csv
 import io
 import json
-import os
 import shutil
 import time
 import traceback
@@ -40,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from model import data_io
+from model.data_io import write_json
 from model.errors import UserError
 
 MODELS = ("float", "quantized", "firmware")
@@ -97,18 +97,6 @@ def fingerprint(cfg: dict, s: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- small helpers
-
-def write_json(path: Path, obj) -> None:
-    data_io.write_json(path, obj, default=_json_default)
-
-
-def _json_default(v):
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"not JSON serialisable: {type(v)}")
-
 
 def test_cubes(cfg: dict, s: dict, data: Path, progress: bool = True) -> list[dict]:
     """Simulate (once) a test scan per test level and seed; the seed picks sample and noise."""
@@ -660,15 +648,6 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     data_io.atomic_write(path, buf.getvalue())
 
 
-def _save_fig(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def heatmaps(path: Path, agg, cells, model, labels, title) -> None:
     """Regime x test cube heatmaps of each map's MAE and of the cycle loss: mean, and +- spread over seeds.
     py4DSTEM is an extra row of the MAE panels."""
@@ -709,7 +688,7 @@ def heatmaps(path: Path, agg, cells, model, labels, title) -> None:
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(f"{title}: {model} model, mean ± std over seeds (train regime x test level)")
     fig.tight_layout()
-    _save_fig(fig, path)
+    data_io.save_figure(fig, path, dpi=90)
 
 
 def lines_plot(path: Path, agg, cells, model, s, title) -> None:
@@ -741,7 +720,7 @@ def lines_plot(path: Path, agg, cells, model, s, title) -> None:
         axes[0].legend(fontsize=7)
     fig.suptitle(f"{title}: {model} model, MAE vs test noise per training regime")
     fig.tight_layout()
-    _save_fig(fig, path)
+    data_io.save_figure(fig, path, dpi=90)
 
 
 def report_md(summary, cfg, s, cells, agg, labels, models) -> str:

@@ -38,7 +38,7 @@ from firmware import estimate as E
 from firmware.pipeline import Stopwatch, ensure_data
 from model import train
 from model.config import load_config, stale
-from model.data_io import open_cube
+from model.data_io import atomic_write, open_cube, write_json
 from model.errors import UserError
 from model.evaluate import maps_from_raw, truth_maps
 from model.strain import mae
@@ -134,22 +134,6 @@ def run_dirs(cfg: dict, v: dict, root: Path) -> tuple[Path, Path]:
 
 
 # ----------------------------------------------------------------------------- small helpers
-
-def _jsonable(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"not JSON serializable: {type(x).__name__}")
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write, then rename: a kill never leaves half a variant on disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    train.atomic_write_text(path, json.dumps(obj, indent=1, default=_jsonable))
-
 
 def level_key(w) -> str:
     return f"{float(w):g}"
@@ -357,7 +341,7 @@ def run_sweep(config, out, root: Path = Path("."), progress: bool = True, comput
     (out / "variants").mkdir(parents=True, exist_ok=True)
     print(f"sweep {cfg['name']}: {len(variants)} variant(s) -> {out}", flush=True)
     if compute:
-        write_json_atomic(out / "sweep_config.json", cfg)
+        write_json(out / "sweep_config.json", cfg)
     train_cube, tests = ensure_data(cfg, root / "data" / cfg["name"], progress)
     shape, block = eval_block(cfg, tests)
     floats = FloatCache()
@@ -383,7 +367,7 @@ def run_sweep(config, out, root: Path = Path("."), progress: bool = True, comput
                    "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
             print(f"   {name} FAILED: {rec['error']}", flush=True)
         rec["seconds"] = round(time.time() - t0, 1)
-        write_json_atomic(path, rec)
+        write_json(path, rec)
         records.append(rec)
         _free_memory()
 
@@ -396,7 +380,7 @@ def run_sweep(config, out, root: Path = Path("."), progress: bool = True, comput
               "report": paths, "seconds": round(time.time() - t_start, 1)}
     if not compute:
         return result
-    write_json_atomic(out / "sweep.json", {k: v for k, v in result.items() if k != "variants"} |
+    write_json(out / "sweep.json", {k: v for k, v in result.items() if k != "variants"} |
                       {"variants": [{k: r.get(k) for k in ("name", "status", "error", "seconds")} for r in records]})
     return result
 
@@ -480,9 +464,9 @@ def _add_sweep_sections(cfg: dict, records: list, shape, block: dict, md_path: P
     if failed:
         lines += ["## Failed variants", ""] + [f"- {r['name']}: {r.get('error', '?')}" for r in failed] + [""]
     md = md_path.read_text() + "\n".join(lines)
-    train.atomic_write_text(md_path, md)
+    atomic_write(md_path, md)
     # report.py renders its own markdown subset; the added sections use the same subset.
-    train.atomic_write_text(html_path, report._markdown_to_html(md))
+    atomic_write(html_path, report._markdown_to_html(md))
 
 
 def _throughput_text(cfg: dict, done: list, meeting: list) -> str:

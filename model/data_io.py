@@ -55,8 +55,32 @@ def atomic_write(path, data) -> Path:
     return Path(path)
 
 
+def _json_default(v):
+    """numpy scalars and arrays, and paths, as JSON values (results carry all three)."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"not JSON serializable: {type(v).__name__}")
+
+
 def write_json(path, obj, **kw) -> Path:
-    return atomic_write(path, json.dumps(obj, indent=1, **kw))
+    """JSON through atomic_write (indented; numpy values and paths allowed)."""
+    return atomic_write(path, json.dumps(obj, **{"indent": 1, "default": _json_default, **kw}))
+
+
+def save_figure(fig, path, dpi: int = 90) -> Path:
+    """A matplotlib figure as PNG through a temp file and a rename; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path, overwrite=True) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 @contextmanager
@@ -465,7 +489,4 @@ def save_overview_png(cube: Cube, out_path, progress: bool = False) -> Path:
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(f"{cube.path.name}  {cube.shape}", fontsize=10)
     fig.tight_layout()
-    with atomic_path(out_path, overwrite=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
-    return Path(out_path)
+    return save_figure(fig, out_path, dpi=80)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.data_io import save_figure
 from model.errors import UserError
 
 MAPS = ("exx", "eyy", "exy", "theta")
@@ -107,9 +108,6 @@ def save_maps_png(path: Path, rows: dict, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = Path(str(path) + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=90)
 
 

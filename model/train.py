@@ -25,14 +25,10 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from model import network, noise, preprocess, stn
-from model.data_io import atomic_write, open_cube
+from model.data_io import open_cube, write_json
 from model.errors import UserError
 
 NOISE_MODES = ("none", "fixed", "mixed", "curriculum")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, text)
 
 
 def validate_train_config(cfg: dict) -> None:
@@ -211,7 +207,7 @@ class Trainer:
                             "seconds": time.time() - t0, **sums})
             self.epoch.assign(epoch + 1)
             self.manager.save()
-            atomic_write_text(history_path, json.dumps(history, indent=1))
+            write_json(history_path, history)
             eligible = epoch + 1 >= self.select_from_epoch
             stale = 0 if improved or not eligible else stale + 1  # only selectable epochs wear out patience
             # Patience counts only once the blur schedule has settled: earlier losses are
@@ -221,17 +217,15 @@ class Trainer:
         bar.close()
         if not (run / "encoder.h5").exists():  # no epoch was eligible for selection: keep the last
             self.save_best()
-        atomic_write_text(run / "DONE", json.dumps({"epochs": int(self.epoch.numpy()),
-                                                      "best_val_loss": float(self.best_val.numpy())}))
+        write_json(run / "DONE", {"epochs": int(self.epoch.numpy()), "best_val_loss": float(self.best_val.numpy())})
         return {"history": history, "best_val_loss": float(self.best_val.numpy())}
 
     def write_static(self):
         run = self.run_dir
         run.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run / "config.json", json.dumps(self.cfg, indent=1))
-        atomic_write_text(run / "preprocess.json", json.dumps(
-            {"pattern": self.detector_pattern, "binning": self.binning, "crop": self.crop, "scale": self.scale},
-            indent=1))
+        write_json(run / "config.json", self.cfg)
+        write_json(run / "preprocess.json", {"pattern": self.detector_pattern, "binning": self.binning,
+                                             "crop": self.crop, "scale": self.scale})
 
     def save_best(self):
         run = self.run_dir
@@ -282,5 +276,5 @@ def train(cfg: dict, cube_path: Path, run_dir: Path, resume: bool = False, progr
     patterns = load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset)
     trainer = Trainer(cfg, patterns, run_dir)
     trainer.write_static()
-    atomic_write_text(run_dir / "input.json", json.dumps({"cube": str(Path(cube_path).resolve()), "dataset": dataset}))
+    write_json(run_dir / "input.json", {"cube": str(Path(cube_path).resolve()), "dataset": dataset})
     return trainer.fit(resume=resume, progress=progress)

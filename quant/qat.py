@@ -18,6 +18,7 @@ import numpy as np
 
 from model import train
 from model.config import load_config, stale
+from model.data_io import write_json
 from model.errors import UserError
 from model.run import encoder_fingerprint, load_run
 from quant import prune, qmodel
@@ -94,15 +95,14 @@ def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, p
                             batch_hooks=hooks, select_from_epoch=select_from,
                             save_encoder=lambda enc, path: qmodel.save_qencoder(prune.strip(enc), path))
     trainer.write_static()
-    train.atomic_write_text(out_dir / "input.json", json.dumps({"cube": str(cube_path), "dataset": dataset,
-                                                                "float_run": str(float_run.path),
-                                                                "float_encoder_sha256": encoder_fingerprint(float_run.path)}))
+    write_json(out_dir / "input.json", {"cube": str(cube_path), "dataset": dataset, "float_run": str(float_run.path),
+                                        "float_encoder_sha256": encoder_fingerprint(float_run.path)})
     result = trainer.fit(progress=progress)
     final = qmodel.load_qencoder(out_dir / "encoder.h5")
     report = {"spec": spec.__dict__ if hasattr(spec, "__dict__") else str(spec),
               "target_sparsity": q["sparsity"], "sparsity": prune.sparsity_report(final),
               "best_val_loss": result["best_val_loss"], "float_best_val_loss": _float_val(float_run)}
-    train.atomic_write_text(out_dir / "quant.json", json.dumps(report, indent=1, default=str))
+    write_json(out_dir / "quant.json", report, default=str)
     return report
 
 
