@@ -70,6 +70,35 @@ def ensure_data(cfg: dict, data: Path, progress: bool) -> tuple[Path, dict]:
     return train_cube, tests
 
 
+FLOAT_SECTIONS = ("simulate", "noise", "model", "train")  # what a float run depends on
+
+
+def ensure_float(cfg: dict, train_cube: Path, float_dir: Path, progress: bool) -> bool:
+    """The float run of `cfg` in float_dir: reused when finished with the same settings, resumed
+    when interrupted, else trained (a run of other settings is removed first). True if it trained."""
+    if stale(float_dir / "config.json", cfg, FLOAT_SECTIONS):
+        shutil.rmtree(float_dir, ignore_errors=True)
+    if (float_dir / "DONE").exists():
+        return False
+    resume = (float_dir / "checkpoints" / "checkpoint").exists()
+    train.train(cfg, train_cube, float_dir, resume=resume, progress=progress)
+    return True
+
+
+def ensure_qat(cfg: dict, float_dir: Path, q_dir: Path, progress: bool) -> bool:
+    """The QAT run of float_dir with `cfg`'s [quant] in q_dir: reused when finished from this very
+    float encoder with exactly the [quant] QAT would now use, else redone. True if it ran.
+
+    `cfg`'s [quant] (bits, sparsity, epochs, integer bits) wins over the float run's."""
+    float_cfg = json.loads((float_dir / "config.json").read_text())
+    want = qat.quant_config(float_cfg, quant_section=cfg["quant"])["quant"]
+    if qat.is_current(q_dir, float_dir, {"quant": want}):
+        return False
+    shutil.rmtree(q_dir, ignore_errors=True)  # QAT is short: an interrupted one restarts
+    qat.quantize(float_dir, q_dir, progress=progress, quant_section=cfg["quant"])
+    return True
+
+
 def project_dir(config, root: Path = Path(".")) -> Path:
     """The HLS project folder `ccstae hls` makes for a config."""
     cfg = load_config(config) if not isinstance(config, dict) else config
@@ -90,17 +119,11 @@ def run_pipeline(config="default", root: Path = Path("."), progress: bool = True
 
     float_dir = root / "runs" / name / "float"
     with watch("train float CC-ST-AE"):
-        if stale(float_dir / "config.json", cfg, ("simulate", "noise", "model", "train")):
-            shutil.rmtree(float_dir, ignore_errors=True)
-        if not (float_dir / "DONE").exists():
-            resume = (float_dir / "checkpoints" / "checkpoint").exists()
-            train.train(cfg, train_cube, float_dir, resume=resume, progress=progress)
+        ensure_float(cfg, train_cube, float_dir, progress)
 
     q_dir = root / "runs" / name / qat.variant_name(qat.quant_config(cfg))
     with watch("quantize + prune (QAT)"):
-        if not qat.is_current(q_dir, float_dir, cfg):
-            shutil.rmtree(q_dir, ignore_errors=True)  # QAT is short: an interrupted one restarts
-            qat.quantize(float_dir, q_dir, progress=progress, quant_section=cfg["quant"])
+        ensure_qat(cfg, float_dir, q_dir, progress)
 
     prj = project_dir(cfg, root)
     # The firmware stage's inputs: when they have not changed since its summary, reuse it.

@@ -30,7 +30,6 @@ import copy
 import csv
 import io
 import json
-import shutil
 import time
 import traceback
 from pathlib import Path
@@ -132,34 +131,26 @@ def train_regime(cfg: dict, train_cube: Path, cell: Path, reuse: list[Path]) -> 
     """A float and a quantized run for this regime's config: reused when one with the same
     settings has finished (in `reuse` folders, e.g. `make hls`'s runs/<name>/), else trained
     in the cell (an interrupted float run resumes from its checkpoint)."""
+    from firmware.pipeline import FLOAT_SECTIONS, ensure_float, ensure_qat
     from model.config import stale
-    from model import train
     from quant import qat
 
     times = {}
-    sections = ("simulate", "noise", "model", "train")
     float_dir = next((d / "float" for d in reuse if (d / "float" / "DONE").exists()
-                      and not stale(d / "float" / "config.json", cfg, sections)), None)
+                      and not stale(d / "float" / "config.json", cfg, FLOAT_SECTIONS)), None)
     reused = float_dir is not None
     if not reused:
         float_dir = cell / "float"
-        if (float_dir / "DONE").exists() and stale(float_dir / "config.json", cfg, sections):
-            shutil.rmtree(float_dir)
-        if not (float_dir / "DONE").exists():
-            t0 = time.time()
-            resume = (float_dir / "checkpoints" / "checkpoint").exists()
-            train.train(cfg, train_cube, float_dir, resume=resume, progress=False)
+        t0 = time.time()
+        if ensure_float(cfg, train_cube, float_dir, progress=False):
             times["train_s"] = round(time.time() - t0, 1)
     variant = qat.variant_name(qat.quant_config(cfg))
     q_dir = float_dir.parent / variant
-    if not qat.is_current(q_dir, float_dir, cfg):
-        if reused:  # never write into another run's folder: QAT in the cell
-            q_dir = cell / variant
-        if not qat.is_current(q_dir, float_dir, cfg):
-            shutil.rmtree(q_dir, ignore_errors=True)  # QAT is short: an interrupted one restarts
-            t0 = time.time()
-            qat.quantize(float_dir, q_dir, progress=False, quant_section=cfg["quant"])
-            times["quantize_s"] = round(time.time() - t0, 1)
+    if reused and not qat.is_current(q_dir, float_dir, cfg):
+        q_dir = cell / variant  # never write into another run's folder: QAT in the cell
+    t0 = time.time()
+    if ensure_qat(cfg, float_dir, q_dir, progress=False):
+        times["quantize_s"] = round(time.time() - t0, 1)
     times["reused_float_run"] = reused
     return float_dir, q_dir, times
 

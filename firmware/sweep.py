@@ -35,9 +35,8 @@ from tqdm import tqdm
 
 from firmware import convert, csim, report, vendor
 from firmware import estimate as E
-from firmware.pipeline import Stopwatch, ensure_data
-from model import train
-from model.config import load_config, stale
+from firmware.pipeline import Stopwatch, ensure_data, ensure_float, ensure_qat
+from model.config import load_config
 from model.data_io import atomic_write, open_cube, write_json
 from model.errors import UserError
 from model.evaluate import maps_from_raw, truth_maps
@@ -163,34 +162,6 @@ def eval_block(cfg: dict, tests: dict) -> tuple[tuple[int, int], dict]:
 
 
 # ----------------------------------------------------------------------------- runs (reused)
-
-def ensure_float(cfg_v: dict, train_cube: Path, float_dir: Path, progress: bool) -> Path:
-    """The float run of a variant's [model] setting: reused when finished for the same settings."""
-    if stale(float_dir / "config.json", cfg_v, ("simulate", "noise", "model", "train")):
-        shutil.rmtree(float_dir, ignore_errors=True)
-    if not (float_dir / "DONE").exists():
-        resume = (float_dir / "checkpoints" / "checkpoint").exists()
-        train.train(cfg_v, train_cube, float_dir, resume=resume, progress=progress)
-    return float_dir
-
-
-def ensure_qat(cfg_v: dict, float_dir: Path, q_dir: Path, progress: bool) -> Path:
-    """The QAT run for (binning, bits, sparsity): reused when finished with the same [quant].
-
-    The sweep's [quant] (epochs, learning rate, integer bits) wins over the float run's, as in
-    `make hls`; a finished run is compared with exactly the section QAT would now use.
-    """
-    from quant import qat
-
-    bits, sparsity = int(cfg_v["quant"]["weight_bits"]), float(cfg_v["quant"]["sparsity"])
-    float_cfg = json.loads((float_dir / "config.json").read_text())
-    want = qat.quant_config(float_cfg, bits, sparsity, cfg_v["quant"])["quant"]
-    if not qat.is_current(q_dir, float_dir, {"quant": want}):
-        shutil.rmtree(q_dir, ignore_errors=True)  # QAT is short: an interrupted one restarts
-        qat.quantize(float_dir, q_dir, bits=bits, sparsity=sparsity, progress=progress,
-                     quant_section=cfg_v["quant"])
-    return q_dir
-
 
 # ----------------------------------------------------------------------------- one variant
 
