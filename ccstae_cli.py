@@ -211,6 +211,37 @@ def run_evaluate(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# baseline (py4DSTEM, no training)
+
+
+def add_baseline_parser(subparsers):
+    p = subparsers.add_parser("baseline", help="classical strain maps of any cube (py4DSTEM, extra .[baseline])",
+                              description="py4DSTEM Bragg-disk detection and lattice fitting on any cube; the disk "
+                                          "radius, origin, lattice and thresholds are measured from the data. "
+                                          "Writes exx/eyy/exy/theta like `ccstae strain`, and the fraction of "
+                                          "positions it could not fit.")
+    p.add_argument("--input", type=Path, required=True, metavar="CUBE")
+    p.add_argument("--dataset", help="path of the 4D dataset inside an HDF5 input")
+    p.add_argument("--out", type=Path, required=True, metavar="STRAIN.h5")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    add_region_options(p)
+    p.set_defaults(handler=run_baseline)
+
+
+def run_baseline(args) -> int:
+    from model.baseline import baseline_command
+
+    res = baseline_command(args.input, args.out, args.region, args.stat, args.dataset, args.overwrite,
+                           progress=not args.no_progress)
+    g = res["geometry"]
+    print(f"disk radius {g['disk_radius_px']:.2f} px, g1 {g['g1_px']} px, g2 {g['g2_px']} px (x, y); "
+          f"not fitted: {100 * res['failed_fraction']:.1f} % of positions (zero strain there)")
+    print(f"wrote {res['out']} and {res['png']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # quantize / convert / hls / vendor
 
 
@@ -387,8 +418,8 @@ def run_robustness(args) -> int:
 # ---------------------------------------------------------------------------------------
 
 COMMANDS = [add_simulate_parser, add_inspect_parser, add_train_parser, add_strain_parser, add_evaluate_parser,
-            add_quantize_parser, add_convert_parser, add_hls_parser, add_vendor_parser, add_sweep_parser,
-            add_robustness_parser]
+            add_baseline_parser, add_quantize_parser, add_convert_parser, add_hls_parser, add_vendor_parser,
+            add_sweep_parser, add_robustness_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
