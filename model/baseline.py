@@ -121,12 +121,15 @@ def _central_beam(mean: np.ndarray) -> dict:
     from model.data_io import central_disk
 
     row, col, radius = central_disk(mean)
-    rr, cc = np.indices(mean.shape)
-    near = np.hypot(rr - row, cc - col) < 2 * radius + 2
-    img = mean - np.median(mean)
-    top = img[np.hypot(rr - row, cc - col) < max(radius - 1, 0.5)].mean()
+    rho = np.hypot(*(np.indices(mean.shape) - np.array([row, col])[:, None, None]))
+    # Heights above the level just outside the disk (a diffuse background, e.g. a Lorentzian
+    # under the central beam, would otherwise widen the 10 % contour).
+    img = mean - mean[(rho >= radius + 2) & (rho < radius + 4)].mean()
+    top = img[rho < max(radius - 1, 0.5)].mean()
+    near = rho < radius + 2
     r10, r90 = (math.sqrt(np.count_nonzero(near & (img > f * top)) / math.pi) for f in (0.1, 0.9))
-    return {"centre": (row, col), "disk_radius_px": radius, "disk_edge_px": max(0.3, (r10 - r90) / 2.2)}
+    edge = min(max(0.3, (r10 - r90) / 2.2), radius / 2)
+    return {"centre": (row, col), "disk_radius_px": radius, "disk_edge_px": edge}
 
 
 def central_origins(data: np.ndarray, centre, radius: float, edge: float) -> tuple[np.ndarray, np.ndarray]:
