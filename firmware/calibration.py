@@ -56,21 +56,21 @@ def load_designs(path=DESIGNS_FILE, vendor_path=VENDOR_FILE) -> list[dict]:
     return designs
 
 
-def add_report(hls_model, summary: dict, name: str, source: str, path=VENDOR_FILE) -> dict:
-    """Add a vendor csynth report of a converted project to the calibration set (vendor_designs.toml).
+def add_report(est: dict, summary: dict, name: str, source: str, path=VENDOR_FILE) -> dict:
+    """Add a vendor csynth report to the calibration set (vendor_designs.toml next to designs.toml).
 
-    The design is stored as its estimator features (the graph is not rebuilt from a layer list):
-    `features` holds the estimate's counts, so calibrate() can refit with it. Returns the entry.
-    Resources are the HLS csynth numbers (resources_from = "csynth": LUTs ~2x above synthesis).
+    est: the estimator's output for the same project (its feature counts are what the fit uses;
+    the graph is not rebuilt). summary: firmware/vendor.summarize_csynth's dict. Resources are HLS
+    csynth numbers (resources_from = "csynth": their LUTs run ~2x above synthesis). Returns the entry.
     """
-    est = E.estimate(hls_model)
     published = {"LUT": summary.get("LUT"), "FF": summary.get("FF"), "DSP": summary.get("DSP"),
                  "BRAM18": summary.get("BRAM_18K", summary.get("BRAM18")),
                  "latency_cycles": summary.get("latency_cycles"), "ii_cycles": summary.get("interval_cycles")}
     entry = {"name": name, "source": source, "part": est.get("part") or "unknown",
-             "clock_period_ns": est["clock_period_ns"], "io_type": est["io_type"], "strategy": "from graph",
-             "reuse_factor": 0, "precision": "from graph", "input_shape": [], "layers": [],
-             "resources_from": "csynth", "published": {k: v for k, v in published.items() if v is not None},
+             "clock_period_ns": float(est["clock_period_ns"]), "io_type": est["io_type"],
+             "strategy": "from graph", "reuse_factor": 0, "precision": "from graph", "input_shape": [],
+             "layers": [], "resources_from": "csynth",
+             "published": {k: v for k, v in published.items() if v is not None},
              "features": est_record(est)}
     path = Path(path)
     old = tomllib.loads(path.read_text()).get("design", []) if path.exists() else []
