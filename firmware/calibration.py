@@ -204,6 +204,8 @@ def convert_design(model, design: dict, out_dir):
 
 def est_record(est: dict) -> dict:
     """What the fit needs of an estimate: its feature counts and structural numbers."""
+    if "features" in est and "total" not in est:          # already a record
+        return est
     t = est["total"]
     return {"features": dict(est["features"]), "DSP": t["DSP"], "BRAM18": t["BRAM18"],
             "latency_cycles": est["latency_cycles"], "ii_cycles": est["ii_cycles"]}

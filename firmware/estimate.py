@@ -594,6 +594,8 @@ def finish(est: dict) -> dict:
     est["latency_us"] = lat * clk / 1e3 if lat is not None else None
     est["ii_us"] = ii * clk / 1e3 if ii is not None else None
     est["patterns_per_s"] = 1e9 / (ii * clk) if ii else None
+    if str(est.get("kind", "")).startswith("estimate"):
+        est.setdefault("error_bars", error_bars())
     est["parts"] = {part: {r: (est["total"][r] / n if est["total"].get(r) is not None else None)
                            for r, n in cap.items()}
                     for part, cap in PARTS.items()}
