@@ -114,6 +114,8 @@ def add_train_parser(subparsers):
     p.add_argument("--dataset", help="path of the 4D dataset inside an HDF5 input")
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory, e.g. runs/NAME")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--allow-flat", action="store_true",
+                   help="keep a run whose encoder learned no signal (flat maps) and exit 0 (default: exit 3)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_train)
 
@@ -136,6 +138,12 @@ def run_train(args) -> int:
     run = load_run(args.out)
     print(describe(run.encoder))
     print(f"trained {args.out}: {len(result['history'])} epochs, best validation loss {result['best_val_loss']:.4g}")
+    health = result["health"]
+    print(f"health: {health['verdict']}")
+    if health["flat"] and not args.allow_flat:
+        print(f"ccstae train: error: {args.out}: the encoder collapsed to flat maps (see {args.out}/health.json); "
+              "pass --allow-flat to keep such a run", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -171,6 +179,9 @@ def run_strain(args) -> int:
     res = strain_command(load_run(args.model), args.input, args.out, args.region, args.stat, args.dataset,
                          args.overwrite, progress=not args.no_progress)
     print(f"wrote {res['out']} and {res['png']} ({res['patterns_per_second']:.0f} patterns/s)")
+    sig = res["signal"]
+    print(f"signal: strain spread across the scan {sig['signal']:.3g}" + ("  FLAT: the maps carry no strain signal"
+                                                                         if sig["flat"] else ""))
     return 0
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from firmware import convert, csim
-from model import train
+from firmware import estimate as E
+from model import health, train
 from model.config import load_config, stale
 from model.data_io import open_cube
 from model.evaluate import maps_from_raw, truth_maps
@@ -174,6 +175,7 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
     with watch("hls4ml convert + compile"):
         hls_model = convert.convert(qenc, spec, prj)
         csim.ensure_compiled(hls_model)
+    est = E.estimate(hls_model, spec.clock_period_ns)
 
     # Every test pattern through the float encoder, the QKeras encoder and the firmware
     # (path 1: hls4ml's compiled C++), the last two compared bit for bit.
@@ -210,6 +212,7 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
         tb = csim.run_testbench(prj)
 
     with watch("strain accuracy"):
+        rot = float_run.rot_range  # the rotation bound follows the lattice symmetry
         accuracy = {label: {} for label in raw}
         truths = {}
         for w, path in tests.items():
@@ -218,7 +221,7 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                     truths[w] = truth_maps(cube.ground_truth)
             for label in raw:
                 if w in truths:
-                    accuracy[label][level_name(w)] = mae(maps_from_raw(raw[label][w]), truths[w])
+                    accuracy[label][level_name(w)] = mae(maps_from_raw(raw[label][w], rot_range=rot), truths[w], 2 * rot)
         # Bit-exact with QKeras is not enough: a too-narrow fixed-point range would clip both
         # alike. Compare the firmware with the float twin of the quantized encoder (same pruned
         # weights, no quantizers) on the noisiest test patterns.
@@ -228,7 +231,8 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
             x_hi = q_run.inputs(cube.read_patterns(np.arange(n_hi)))
         saturation = csim.saturation_check(raw["firmware"][w_hi].reshape(-1, 4)[:n_hi],
                                            qmodel.float_twin(qenc).predict(x_hi, verbose=0), hls_model)
-        maps = {"float": maps_from_raw(raw["float"][w_hi]), "firmware": maps_from_raw(raw["firmware"][w_hi])}
+        maps = {"float": maps_from_raw(raw["float"][w_hi], rot_range=rot),
+                "firmware": maps_from_raw(raw["firmware"][w_hi], rot_range=rot)}
         if w_hi in truths:
             maps = {"truth": truths[w_hi], **maps}
         save_maps_png(prj / "strain_maps.png", maps, title=f"{cfg['name']}: strain maps, {level_name(w_hi)}")
@@ -246,7 +250,13 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                  "testbench_mismatches": [f"pattern {i} output {j}: qkeras {q!r} firmware {f!r}"
                                           for i, j, q, f in tb.mismatches[:10]]},
         "saturation": saturation,
+        # Resources and cycles with their leave-one-out error bars (firmware/estimate.py).
+        "estimate": {k: est[k] for k in ("kind", "part", "io_type", "clock_period_ns", "latency_cycles", "ii_cycles",
+                                         "latency_us", "patterns_per_s", "error_bars", "features")}
+                    | {"total": {r: est["total"][r] for r in E.RESOURCES}, "summary": E.summary_line(est)},
         "accuracy": accuracy,
+        # model/health.py: strain spread across each test scan; below health.FLAT_STRAIN the maps are flat
+        "signal": {label: {level_name(w): health.map_signal(r, rot) for w, r in raw[label].items()} for label in raw},
         "accuracy_units": {"exx": "strain", "eyy": "strain", "exy": "strain", "theta": "degrees"},
         "times_s": dict(watch.times),
         "project": str(prj),
@@ -269,8 +279,13 @@ def format_summary(s: dict) -> str:
              f"saturation vs float twin at the noisiest level: {100 * s['saturation']['stuck_fraction']:.2f} % "
              f"of outputs at the {s['saturation']['output_type']} limits, max deviation "
              f"{s['saturation']['max_abs_deviation']:.3g}{'  OVERFLOW' if s['saturation']['overflow'] else ''}",
+             f"resources: {s['estimate']['summary']}" if s.get("estimate") else "resources: (not estimated)",
              "", "strain MAE (theta in degrees) per test noise level w:",
              f"{'w':>5} {'model':>10} " + " ".join(f"{k:>8}" for k in MAPS)]
+    fw_signal = {w: v["signal"] for w, v in s.get("signal", {}).get("firmware", {}).items()}
+    if fw_signal:
+        lines.insert(-2, "signal (firmware strain spread across the scan; flat below "
+                     f"{health.FLAT_STRAIN:g}): " + ", ".join(f"{w} {v:.3g}" for w, v in fw_signal.items()))
     if not s["accuracy"]["float"]:
         lines.append("  (no ground truth in the test cubes)")
     for w in s["accuracy"]["float"]:
