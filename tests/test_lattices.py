@@ -65,3 +65,15 @@ def test_central_share_is_the_central_disks_share_of_all_electrons():
     assert 0.99 < central < 0.995
     old = sim()  # central_share 0: the original central_disk ratio, unchanged
     assert simulate.reciprocal_lattice(old)[1][0] == pytest.approx(4.0 * math.exp(-2.0 * old.g1**2 / 4))
+
+
+@pytest.mark.parametrize("ms, kin", [("ms-mos2", "kin-mos2"), ("ms-mos2-single", "kin-mos2-single"),
+                                     ("ms-sto", "kin-sto")])
+def test_kinematic_twin_presets_differ_only_in_the_engine(ms, kin):
+    a, b = load_config(ms), load_config(kin)
+    assert a["simulate"]["engine"] == "multislice" and b["simulate"]["engine"] == "kinematic"
+    a["simulate"]["engine"] = b["simulate"]["engine"]
+    for key in ("central_share", "intensity_decay", "disk_edge_px", "central_disk"):  # multislice ignores them
+        a["simulate"][key] = b["simulate"][key]
+    assert {k: v for k, v in a.items() if k != "name"} == {k: v for k, v in b.items() if k != "name"}
+    np.testing.assert_array_equal(simulate.ground_truth_maps(a)["exx"], simulate.ground_truth_maps(b)["exx"])
