@@ -38,8 +38,11 @@ def add_simulate_parser(subparsers):
     src.add_argument("--config", type=Path, help="a TOML config file (merged over the default preset)")
     p.add_argument("--noise", type=float, default=0.0, metavar="W",
                    help="background-noise level w in [0, 1) (default 0: shot noise only)")
-    p.add_argument("--counts", type=float, default=None, metavar="C",
-                   help="electrons per pattern (default: the config's noise.counts)")
+    dose = p.add_mutually_exclusive_group()
+    dose.add_argument("--counts", type=float, default=None, metavar="C",
+                      help="electrons per pattern (default: the config's noise.counts)")
+    dose.add_argument("--dose", type=float, default=None, metavar="E_PER_A2",
+                      help="dose in e/A^2 instead of --counts: counts = dose x simulate.scan_step_A^2")
     p.add_argument("--seed", type=int, default=None, help="sample and noise seed (default: simulate.seed)")
     p.add_argument("--engine", choices=["kinematic", "multislice"], default=None,
                    help="physics engine (default: simulate.engine); the same sample either way for presets "
@@ -61,10 +64,15 @@ def run_simulate(args) -> int:
     cfg = load_config(args.config if args.config is not None else args.preset)
     if args.engine is not None:
         cfg["simulate"]["engine"] = args.engine
+    if args.dose is not None:
+        from model.noise import counts_from_dose
+        args.counts = counts_from_dose(args.dose, cfg["simulate"]["scan_step_A"])
     out = simulate_scan(cfg, args.out, noise_w=args.noise, counts=args.counts, seed=args.seed,
                         clean=args.clean, overwrite=args.overwrite, progress=not args.no_progress)
     sim = cfg["simulate"]
-    what = "clean" if args.clean else f"w={args.noise:g}, counts={args.counts or cfg['noise']['counts']:g}"
+    counts = args.counts or cfg["noise"]["counts"]
+    what = "clean" if args.clean else (f"w={args.noise:g}, counts={counts:g} e/pattern = "
+                                       f"{counts / sim['scan_step_A'] ** 2:g} e/A^2 at a {sim['scan_step_A']:g} A step")
     print(f"wrote {out}: {sim['scan'][0]}x{sim['scan'][1]} scan of {sim['pattern']}x{sim['pattern']} "
           f"patterns ({cfg['name']}, {what})")
     return 0

@@ -418,6 +418,8 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
     cfg_saved = dict(cfg, simulate=sim)
     attrs = {"config": json.dumps(cfg_saved), "noise_w": 0.0 if clean else float(noise_w),
              "counts": counts, "clean": bool(clean), "seed": p.seed, "created_by": "ccstae simulate",
+             "engine": p.engine, "scan_step_A": p.scan_step_A,
+             "dose_e_per_A2": 0.0 if clean else noise.dose_from_counts(counts, p.scan_step_A),
              "geometry": "disk of g at (row, col) = (c + y, c + x), c = (P-1)/2, (x, y) = R(theta)(I+eps)^-T g",
              "theta_units": "radians"}
     attrs.update({f"simulate.{k}": v for k, v in asdict(p).items()})
@@ -428,7 +430,7 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
         from model import multislice
 
         multislice.import_abtem()  # fail early, before any file appears
-        attrs.update({"engine": "multislice", "specimen_extent_A": multislice.specimen_extent(p),
+        attrs.update({"specimen_extent_A": multislice.specimen_extent(p),
                       "margin_A": multislice.margin_A(p)})
 
         def noisy(r, row):  # one generator per row, so a resumed run draws the same noise
