@@ -98,8 +98,8 @@ def main(argv=None) -> int:
         m_kin, m_ms = disks.measure(kin, p, gt_kin), disks.measure(ms, p, gt_ms)
         n = kin.shape[0] * kin.shape[1]
         per = lambda t: "reused" if t is None else f"{t / n:.4f}"  # noqa: E731
-        # positions a probe diameter (2 lambda / alpha) from grain boundaries, then all of them
-        steps = math.ceil(2 * p.wavelength / (p.convergence_mrad * 1e-3) / p.scan_step_A)
+        # positions an Airy-disk diameter of the probe (1.22 lambda / alpha) from grain boundaries, then all
+        steps = math.ceil(1.22 * p.wavelength / (p.convergence_mrad * 1e-3) / p.scan_step_A)
         for label, where in ((f"{preset} inner", disks.interior(gt_kin["grain"], steps)), (f"{preset} all", None)):
             c = disks.compare(m_kin, m_ms, where)
             if c["positions"] == 0:

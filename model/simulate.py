@@ -1,9 +1,13 @@
-"""Kinematic 4D-STEM simulator: a strained hexagonal polycrystal seen by a scanned probe.
+"""4D-STEM simulator: a strained polycrystal seen by a scanned probe; the kinematic engine.
 
 Sample. A 2D scan of Rx x Ry probe positions over Voronoi grains, each with its own
-in-plane rotation, plus smooth (Gaussian-filtered white noise) strain and rotation fields.
-`ground_truth_maps` returns exx, eyy, exy (dimensionless), theta (RADIANS) and the grain
-label of every probe position.
+in-plane rotation, plus smooth strain and rotation: either independent Gaussian-filtered
+fields (strain_field = "independent", the original simulator) or the gradient of one
+displacement field (strain_field = "displacement", model/sample.py), the sample the
+multislice engine (model/multislice.py, `engine = "multislice"`) builds from atoms; the
+kinematic engine draws the very same sample. `ground_truth_maps` returns exx, eyy, exy
+(dimensionless), theta (RADIANS) and the grain label of every probe position.
+`simulate_scan` dispatches on `engine`, so every caller gets either.
 
 Pattern geometry (the convention the model relies on; it matches model/stn.py):
 
@@ -14,7 +18,8 @@ Pattern geometry (the convention the model relies on; it matches model/stn.py):
   i.e. x runs along columns (numpy axis -1) and y along rows (numpy axis -2), y pointing
   down the image. R(theta) = [[cos, -sin], [sin, cos]] acts on (x, y).
 - Reference lattice: hexagonal, real-space constant a, first-order |g| = 2 / (sqrt(3) a)
-  (1/Angstrom, no 2 pi), g1 = |g| (1, 0) and g2 = |g| (1/2, sqrt(3)/2) in (x, y).
+  (1/Angstrom, no 2 pi), g1 = |g| (1, 0) and g2 = |g| (1/2, sqrt(3)/2) in (x, y); square and
+  rectangular lattices have a along x and b along y (model/crystal.py: crystals and lattices).
 - A probe position with strain eps = [[exx, exy], [exy, eyy]] and rotation theta puts the
   disk of g at  g' = R(theta) (I + eps)^-T g ; the central disk stays at g' = 0.
   `disk_centres` returns these positions as (row, col) pixel coordinates.
@@ -22,8 +27,9 @@ Pattern geometry (the convention the model relies on; it matches model/stn.py):
 Detector: reciprocal pixel size k_px = (detector pixel / camera length) / lambda, with
 lambda the relativistic electron wavelength. Disks are soft top-hats of radius
 convergence / lambda / k_px pixels with intensity exp(-B |g|^2 / 4) (|g| of the reference
-lattice), the central disk `central_disk` times a first-order disk. Patterns are float32
-and normalised to sum 1, which is what model/noise.py expects.
+lattice), times the kinematic |F(g)|^2 of a named crystal; the central disk `central_disk`
+times a first-order disk, or `central_share` of all the electrons (see reciprocal_lattice).
+Patterns are float32 and normalised to sum 1, which is what model/noise.py expects.
 """
 from __future__ import annotations
 
