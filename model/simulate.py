@@ -135,7 +135,8 @@ class SimParams:
         from model.crystal import check_crystal
         check_crystal(p.crystal, p.thickness_A)
         if p.engine == "multislice" and p.crystal == "none":
-            raise bad("crystal", "the multislice engine needs atoms: name a crystal (see model/crystal.py)")
+            raise bad("crystal", "the multislice engine needs atoms: name a crystal (model/crystal.py), "
+                                 "or use a preset ms-*")
         if p.engine == "multislice" and p.strain_field != "displacement":
             raise bad("strain_field", "the multislice engine moves atoms: set strain_field = \"displacement\"")
         if p.g1_px + p.disk_radius_px >= p.pattern / 2:
@@ -350,6 +351,9 @@ def render_patterns(sim_cfg, exx, eyy, exy, theta, rng=None, batch: int = 64) ->
     rng draws the centre jitter (std jitter_px); without one it is seeded from the config.
     """
     p = sim_params(sim_cfg)
+    if p.engine != "kinematic":
+        raise UserError("render_patterns draws kinematic patterns, but simulate.engine = "
+                        f"{p.engine!r}: simulate whole scans (train.sample_kind = \"scan\")")
     exx, eyy, exy, theta = (np.atleast_1d(np.asarray(v, np.float64)).ravel() for v in (exx, eyy, exy, theta))
     n = len(exx)
     if not len(eyy) == len(exy) == len(theta) == n:
