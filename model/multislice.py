@@ -155,8 +155,8 @@ def resample(arr, k0, dk, p, jitter=None):
     return out, fraction
 
 
-def simulate_rows(p, writer, gt, noise_fn, progress: bool = True):
-    """Fill writer's rows from writer.rows_done on (resume) with multislice patterns, then its maps."""
+def simulate_rows(p, writer, gt, progress: bool = True):
+    """Fill writer's rows from writer.rows_done on (resume) with clean multislice patterns, then its maps."""
     from tqdm import tqdm
 
     engine = Engine(p, progress=progress)
@@ -170,5 +170,5 @@ def simulate_rows(p, writer, gt, noise_fn, progress: bool = True):
                   if p.jitter_px > 0 else None)
         row, frac = engine.row(r, jitter)
         writer.file["detected_fraction"][r] = frac
-        writer.write_rows(r, noise_fn(r, row).reshape(1, ry, p.pattern, p.pattern))
+        writer.write_rows(r, row.reshape(1, ry, p.pattern, p.pattern))
     writer.write_ground_truth(gt)

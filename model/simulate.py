@@ -390,6 +390,35 @@ def render_patterns(sim_cfg, exx, eyy, exy, theta, rng=None, batch: int = 64) ->
 # Whole scans, streamed to disk
 
 
+def _clean_multislice(cfg, out_path, rows, progress) -> Path:
+    """The clean multislice scan of cfg (seed set) cached in out_path's folder; simulated if absent."""
+    import hashlib
+
+    key = json.dumps({"simulate": cfg["simulate"], "rows": rows}, sort_keys=True)
+    path = Path(out_path).parent / f".ms-clean-{hashlib.sha1(key.encode()).hexdigest()[:12]}.h5"
+    if not path.exists():  # overwrite: a partial run of the same sample from another [noise] restarts
+        simulate_scan(cfg, path, clean=True, overwrite=True, progress=progress, rows=rows)
+    return path
+
+
+def _noisy_copy(clean_path, out_path, attrs, p, noise_w, counts, gamma, overwrite, progress) -> Path:
+    """Noisy copy of a clean cube, row by row, with its ground truth and detected fractions."""
+    import h5py
+
+    from model import data_io, noise
+
+    with h5py.File(clean_path, "r") as src, \
+            data_io.CubeWriter(out_path, src["datacube"].shape, attrs=attrs, overwrite=overwrite) as w:
+        for r in tqdm(range(src["datacube"].shape[0]), desc="noise", unit="row", disable=not progress,
+                      dynamic_ncols=True):
+            rng = np.random.default_rng([p.seed, 2, r])
+            w.write_rows(r, noise.add_noise(src["datacube"][r], noise_w, counts, rng, gamma_frac=gamma)[None])
+        w.write_ground_truth({k: src["ground_truth"][k][()] for k in src["ground_truth"]})
+        if "detected_fraction" in src:
+            w.file.create_dataset("detected_fraction", data=src["detected_fraction"][()])
+    return Path(out_path)
+
+
 def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | None = None, seed: int | None = None,
                   clean: bool = False, overwrite: bool = False, progress: bool = True, rows: int | None = None) -> Path:
     """Simulate a scan into our HDF5 layout (model/data_io.py), one scan row at a time.
@@ -402,7 +431,10 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
     appears atomically at the end (no partial file on failure).
 
     simulate.engine = "multislice" hands the rows to model/multislice.py (abTEM); its rows go
-    to OUT.partial first, and a run interrupted there resumes from its last finished row.
+    to OUT.partial first, and a run interrupted there resumes from its last finished row. A
+    noisy multislice scan is a noisy copy of a clean one cached beside the output
+    (.ms-clean-<digest of [simulate], seed and rows>.h5), so the noise levels and doses of one
+    sample cost one multislice run; noise draws are per scan row (seed, row).
     """
     from model import data_io, noise
 
@@ -440,16 +472,13 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
         from model import multislice
 
         multislice.import_abtem()  # fail early, before any file appears
-        attrs.update({"specimen_extent_A": multislice.specimen_extent(p),
-                      "margin_A": multislice.margin_A(p)})
-
-        def noisy(r, row):  # one generator per row, so a resumed run draws the same noise
-            rng = np.random.default_rng([p.seed, 2, r])
-            return row if clean else noise.add_noise(row, noise_w, counts, rng, gamma_frac=gamma)
-
+        attrs.update({"specimen_extent_A": multislice.specimen_extent(p), "margin_A": multislice.margin_A(p)})
+        if not clean:  # noise on a clean scan cached beside the output: one multislice run per sample
+            return _noisy_copy(_clean_multislice(cfg_saved, out_path, rows, progress), out_path, attrs, p,
+                               noise_w, counts, gamma, overwrite, progress)
         with data_io.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite,
                                 resume=True) as w:
-            multislice.simulate_rows(p, w, gt, noisy, progress=progress)
+            multislice.simulate_rows(p, w, gt, progress=progress)
         return out_path
 
     with data_io.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite) as w:

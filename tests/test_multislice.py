@@ -71,11 +71,12 @@ def test_disks_follow_the_ground_truth_strain_and_rotation(grain_scan):
     assert np.abs(np.array(err)).max() < 0.1  # ...and they sit where R(theta)(I+eps)^-T g puts them
 
 
-def test_an_interrupted_run_resumes(tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_and_noise_levels_share_one_run(tmp_path, monkeypatch):
     from model import multislice
 
     cfg = ms_config(scan=[3, 2])
-    whole = simulate.simulate_scan(cfg, tmp_path / "whole.h5", noise_w=0.2, counts=1e4, progress=False)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    whole = simulate.simulate_scan(cfg, tmp_path / "a" / "w.h5", noise_w=0.2, counts=1e4, progress=False)
     real_row = multislice.Engine.row
     done = []
 
@@ -85,19 +86,26 @@ def test_an_interrupted_run_resumes(tmp_path, monkeypatch):
         done.append(r)
         return real_row(self, r, jitter)
 
-    out = tmp_path / "resumed.h5"
+    out = tmp_path / "b" / "w.h5"
     monkeypatch.setattr(multislice.Engine, "row", failing_row)
     with pytest.raises(KeyboardInterrupt):
         simulate.simulate_scan(cfg, out, noise_w=0.2, counts=1e4, progress=False)
-    assert not out.exists() and (tmp_path / "resumed.h5.partial").exists()
+    assert not out.exists() and len(list((tmp_path / "b").glob(".ms-clean-*.h5.partial"))) == 1
     done.clear()
-    monkeypatch.setattr(multislice.Engine, "row", lambda self, r, jitter=None: (done.append(r), real_row(self, r, jitter))[1])
+    monkeypatch.setattr(multislice.Engine, "row",
+                        lambda self, r, jitter=None: (done.append(r), real_row(self, r, jitter))[1])
     simulate.simulate_scan(cfg, out, noise_w=0.2, counts=1e4, progress=False)
     assert done == [2]  # only the missing row was simulated again
-    assert not (tmp_path / "resumed.h5.partial").exists()
+    assert not list((tmp_path / "b").glob("*.partial"))
     with h5py.File(whole) as a, h5py.File(out) as b:
         np.testing.assert_array_equal(a["datacube"][:], b["datacube"][:])
         np.testing.assert_array_equal(a["ground_truth/exx"][:], b["ground_truth/exx"][:])
+        assert b.attrs["noise_w"] == 0.2 and b.attrs["counts"] == 1e4 and not b.attrs["clean"]
+    done.clear()  # another noise level and dose of the same sample: no multislice at all
+    other = simulate.simulate_scan(cfg, tmp_path / "b" / "w5.h5", noise_w=0.5, counts=1e3, progress=False)
+    assert done == []
+    with h5py.File(other) as f, h5py.File(out) as g:
+        assert f.attrs["noise_w"] == 0.5 and not np.array_equal(f["datacube"][:], g["datacube"][:])
 
 
 def test_multislice_needs_atoms_and_a_displacement_field():
