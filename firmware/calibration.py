@@ -330,7 +330,7 @@ def format_table(table: dict) -> str:
             c = r[q]
             cells.append(f"{num(c['published'])} / {num(c['loo'])} ({pct(c['loo_error'])})")
         lines.append("| " + " | ".join(cells) + " |")
-    for key, label in (("loo_median", "median |LOO error|"), ("loo_p68", "68th pct |LOO error| (error bar)")):
+    for key, label in (("loo_median", "median abs LOO error"), ("loo_p68", "error bar: 68th pct abs LOO error")):
         lines.append(f"| {label} | | | | " + " | ".join(
             "-" if table[key][q] is None else f"{100 * table[key][q]:.0f} %" for q in QUANTITIES) + " |")
     return "\n".join(lines)

@@ -87,7 +87,7 @@ DEFAULTS = {
     "lut_max_weight_digits": 2,   # ... and the weight has more than 2 signed digits (else shift-and-add)
     "csd_min_weight_bits": 9,     # ... (that rule for weight types of 9+ bits)
     "alloc_max_weight_digits": 3,  # under an ALLOCATION limit (reuse > 1) HLS shift-adds up to 3 digits
-    "srl_max_depth": 24,          # memories at most this deep stay in SRL/LUTRAM ...
+    "srl_max_depth": 64,          # memories at most this deep stay in SRL/LUTRAM (Vivado: SRLC32E, RAM64M) ...
     "bram_min_bits": 128,         # ... as do those smaller than this many bits
     "softmax_tables_bram18": 2,   # exp and inverse tables, 1024 x 18 bits each
     "clock_uncertainty": 0.125,   # HLS default: 12.5 % of the period is kept for routing
@@ -566,6 +566,7 @@ def estimate(hls_model, clock_period_ns: float | None = None, constants: dict | 
     if clock_period_ns is None:
         clock_period_ns = float(cfg.get_config_value("ClockPeriod") or 5.0)
     part = part or cfg.get_config_value("Part")
+    split_fifos = str(cfg.get_config_value("Backend") or "").lower() == "vivado"
     ctx = {"io_stream": io_stream, "family": family_of(part), "period": float(clock_period_ns)}
     layers, fifos = [], []
     for layer in hls_model.get_layers():
@@ -597,7 +598,13 @@ def estimate(hls_model, clock_period_ns: float | None = None, constants: dict | 
                 out not in hls_model.get_output_variables():
             depth = int(pragma[1])
             width = int(out.shape[-1]) * _var_width(out)
-            mem = memory_cost(depth, width, c)
+            if split_fifos:
+                # Vivado HLS splits a stream of arrays into one FIFO per element (the published
+                # csynth reports list layerN_out_V_data_K_V); Vitis HLS keeps one packed FIFO.
+                one = memory_cost(depth, _var_width(out), c)
+                mem = {k: one[k] * int(out.shape[-1]) for k in ("BRAM18", "LUT")} | {"where": one["where"]}
+            else:
+                mem = memory_cost(depth, width, c)
             fifos.append({"after": layer.name, "depth": depth, "width_bits": width, **mem})
     features = {} if io_stream else {"process": 1.0}
     for d in layers:
