@@ -39,12 +39,14 @@ STAGE_FILE = "stage.json"
 # The project's own code each stage runs (globs, relative to the repository root; a module that
 # does not exist yet simply adds nothing). Edit one and the stage, and every later one, is redone.
 SOURCES = {
-    "data": ["model/simulate*.py", "model/multislice*.py", "model/noise.py", "model/train.py"],
-    "float": ["model/train.py", "model/network.py", "model/stn.py", "model/preprocess.py", "model/noise.py"],
-    "qat": ["quant/qat.py", "quant/qmodel.py", "quant/prune.py", "model/train.py", "model/network.py",
-            "model/stn.py", "model/preprocess.py", "model/noise.py"],
+    "data": ["model/simulate.py", "model/multislice.py", "model/sample.py", "model/crystal.py", "model/lattice.py",
+             "model/noise.py", "model/strain.py", "model/train.py"],
+    "float": ["model/train.py", "model/network.py", "model/stn.py", "model/preprocess.py", "model/noise.py",
+              "model/lattice.py", "model/health.py"],
+    "qat": ["quant/qat.py", "quant/qmodel.py", "quant/prune.py"],  # and the float run's code (its key)
     "firmware": ["firmware/convert.py", "firmware/csim.py", "firmware/pipeline.py", "firmware/stages.py",
-                 "quant/qmodel.py", "model/evaluate.py", "model/strain.py", "model/preprocess.py"],
+                 "quant/qmodel.py", "model/evaluate.py", "model/strain.py", "model/preprocess.py", "model/run.py",
+                 "model/health.py"],
 }
 PACKAGES = {
     "data": ("numpy", "scipy", "h5py"),
@@ -100,7 +102,7 @@ def made_from(stage: str, cfg: dict, config: dict, inputs: dict, extra_sources=(
     """The full description a stage's key hashes. config: {section: values} it reads."""
     packages = list(PACKAGES.get(stage, ())) + list(extra_packages)
     if uses_abtem(cfg):
-        packages.append("abtem")
+        packages += ["abtem", "ase"]
     return json.loads(json.dumps({
         "stage": stage, "config": config, "inputs": inputs,
         "packages": {p: package_version(p) for p in sorted(set(packages))},

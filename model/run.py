@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from model import preprocess
+from model import network, preprocess
 from model.errors import DataError, UserError
 
 
@@ -22,9 +22,19 @@ class Run:
     scale: float
     encoder: object  # keras.Model
     crop: int = 0
+    prep: dict | None = None  # preprocess.json as saved (mask, lattice, measured figures)
+
+    @property
+    def mask(self) -> dict | None:
+        return (self.prep or {}).get("mask")
+
+    @property
+    def rot_range(self) -> float:
+        """The encoder's rotation bound (radians): hexagonal (+-30 deg) for runs made before it was saved."""
+        return float((self.prep or {}).get("lattice", {}).get("rotation_range", network.ROTATION_RANGE))
 
     def inputs(self, patterns: np.ndarray) -> np.ndarray:
-        return preprocess.preprocess(patterns, self.scale, self.binning, self.crop)
+        return preprocess.preprocess(patterns, self.scale, self.binning, self.crop, self.mask)
 
 
 def encoder_fingerprint(run_dir) -> str:
@@ -46,7 +56,7 @@ def load_run(path, load_encoder=None) -> Run:
         load_encoder = lambda p: keras.models.load_model(p, compile=False)  # noqa: E731
     encoder = load_encoder(path / "encoder.h5")
     return Run(path, json.loads((path / "config.json").read_text()), int(pre["pattern"]),
-               int(pre["binning"]), float(pre["scale"]), encoder, int(pre.get("crop", 0)))
+               int(pre["binning"]), float(pre["scale"]), encoder, int(pre.get("crop", 0)), pre)
 
 
 def check_pattern_size(cube, pattern: int) -> None:

@@ -91,7 +91,8 @@ def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, p
         hooks.append(step_hook)
         select_from = int(np.ceil((end_step + 1) / (n_steps / cfg["train"]["epochs"])))
     reference = np.load(float_run.path / "reference.npy")
-    trainer = train.Trainer(cfg, patterns, out_dir, encoder=qenc, scale=float_run.scale, reference=reference,
+    trainer = train.Trainer(cfg, patterns, out_dir, encoder=qenc, scale=float_run.scale, prep=float_run.prep,
+                            reference=reference,
                             batch_hooks=hooks, select_from_epoch=select_from,
                             save_encoder=lambda enc, path: qmodel.save_qencoder(prune.strip(enc), path))
     trainer.write_static()
