@@ -402,10 +402,36 @@ def run_robustness(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# config
+
+
+def add_config_parser(subparsers):
+    p = subparsers.add_parser("config", help="show or check a config (preset name or TOML file)",
+                              description="show: the config merged over the default preset, as TOML, each key "
+                                          "with its doc and range (model/config.py). check: every key's type and "
+                                          "range, one line and exit code 2 on the first bad one.")
+    p.add_argument("action", choices=("show", "check"))
+    p.add_argument("config", nargs="?", default="default", help="preset name or TOML file (default: default)")
+    p.set_defaults(handler=run_config)
+
+
+def run_config(args) -> int:
+    from model.config import describe, load_config
+
+    cfg = load_config(args.config)  # validates: a bad key is a UserError (one line, exit 2)
+    if args.action == "show":
+        print(describe(cfg), end="")
+    else:
+        n = sum(len(v) for v in cfg.values() if isinstance(v, dict))
+        print(f"{args.config}: ok ({n} keys in {sum(isinstance(v, dict) for v in cfg.values())} sections)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 
 COMMANDS = [add_simulate_parser, add_inspect_parser, add_train_parser, add_strain_parser, add_evaluate_parser,
             add_quantize_parser, add_convert_parser, add_hls_parser, add_vendor_parser, add_sweep_parser,
-            add_robustness_parser]
+            add_robustness_parser, add_config_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

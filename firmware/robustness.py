@@ -34,9 +34,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from firmware import robustness_eval, stages
-from firmware.robustness_eval import BASELINE, MODELS
+from firmware.robustness_eval import BASELINE
 from firmware.robustness_report import format_findings, write_outputs
 from firmware.study import open_tasks
+from model.config import validate
 from model.data_io import write_json
 from model.errors import UserError
 
@@ -44,34 +45,13 @@ from model.errors import UserError
 
 def settings(cfg: dict) -> dict:
     """The [robustness] section, validated, with the regime grid spelled out."""
+    validate(cfg)  # every key's type and range (model/config.py)
     r = dict(cfg["robustness"])
-    for key in ("fixed_levels", "test_levels"):
-        levels = r[key]
-        if not isinstance(levels, list) or any(not isinstance(w, (int, float)) or not 0 <= w < 1 for w in levels):
-            raise UserError(f"config robustness.{key} must be a list of noise levels in [0, 1) (got {levels!r})")
-    if not r["test_levels"]:
-        raise UserError("config robustness.test_levels is empty: nothing to test on")
-    bad = [m for m in r["modes"] if m not in ("mixed", "curriculum", "none")]
-    if bad:
-        raise UserError(f"config robustness.modes: {bad} not among mixed, curriculum, none")
-    if not r["seeds"] or any(not isinstance(s, int) or s < 0 for s in r["seeds"]):
-        raise UserError("config robustness.seeds must be a non-empty list of integers >= 0")
-    if not isinstance(r["baseline"], bool):
-        raise UserError("config robustness.baseline must be true or false")
-    bad = [m for m in r["models"] if m not in MODELS]
-    if bad or not r["models"]:
-        raise UserError(f"config robustness.models must name some of {', '.join(MODELS)} (got {r['models']!r})")
-    if int(r["firmware_patterns"]) < 0:
-        raise UserError("config robustness.firmware_patterns must be >= 0 (0: every pattern)")
     r["test_counts"] = [float(c) for c in r["test_counts"]]
-    if any(not 0 < c for c in r["test_counts"]):
-        raise UserError(f"config robustness.test_counts must be electrons per pattern > 0 (got {r['test_counts']})")
     r["test_configs"] = _test_configs(cfg, r["test_presets"])
     regimes = [{"name": f"fixed-{w:.2f}", "mode": "fixed", "levels": [float(w)]} for w in r["fixed_levels"]]
     regimes += [{"name": m, "mode": m, "levels": [float(w) for w in cfg["train"]["noise_levels"]]}
                 for m in r["modes"]]
-    if not regimes:
-        raise UserError("config robustness: no training regime (fixed_levels and modes are both empty)")
     r["regimes"] = regimes
     return r
 

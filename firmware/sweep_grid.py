@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 
 from firmware import convert, stages
+from model.config import validate
 from model.errors import UserError
 
 AXES = ("input_binning", "bits", "sparsity", "reuse_factor", "strategy", "io_type")
-MODES = ("one_at_a_time", "product")
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -42,12 +42,8 @@ def grid(cfg: dict) -> list[dict]:
     one_at_a_time: the baseline, then each listed value of each axis with the other axes at
     the baseline (a study of each knob). product: every combination of the listed values.
     """
+    validate(cfg)  # types and ranges of every axis (model/config.py)
     s = cfg["sweep"]
-    if s["mode"] not in MODES:
-        raise UserError(f"sweep mode {s['mode']!r} is not one of {', '.join(MODES)}")
-    for axis in AXES:
-        if not isinstance(s[axis], list) or not s[axis]:
-            raise UserError(f"sweep {axis} must be a non-empty list (got {s[axis]!r})")
     base = baseline(cfg)
     if s["mode"] == "product":
         raw = [dict(zip(AXES, values)) for values in itertools.product(*(s[a] for a in AXES))]
@@ -69,10 +65,6 @@ def _checked(cfg: dict, v: dict) -> dict:
                                                  strategy=v["strategy"], io_type=v["io_type"]))
     v.update(reuse_factor=spec.reuse_factor, strategy=spec.strategy, io_type=spec.io_type)
     v["bits"], v["sparsity"], v["input_binning"] = int(v["bits"]), float(v["sparsity"]), int(v["input_binning"])
-    if not 2 <= v["bits"] <= 32:
-        raise UserError(f"sweep bits must be in 2..32 (got {v['bits']})")
-    if not 0 <= v["sparsity"] < 1:
-        raise UserError(f"sweep sparsity must be in [0, 1) (got {v['sparsity']})")
     b, pattern = v["input_binning"], int(cfg["simulate"]["pattern"])
     if b < 1 or pattern % b:
         raise UserError(f"sweep input_binning {b} does not divide the {pattern}-pixel pattern")
@@ -83,7 +75,7 @@ def variant_config(cfg: dict, v: dict) -> dict:
     """The full config of one variant: the sweep's config with the variant's settings applied."""
     c = copy.deepcopy(cfg)
     c["model"]["input_binning"] = v["input_binning"]
-    c["quant"]["weight_bits"] = c["quant"]["activation_bits"] = v["bits"]
+    c["quant"]["weight_bits"] = c["quant"]["bias_bits"] = c["quant"]["activation_bits"] = v["bits"]
     c["quant"]["sparsity"] = v["sparsity"]
     c["firmware"].update(reuse_factor=v["reuse_factor"], strategy=v["strategy"], io_type=v["io_type"])
     return c
