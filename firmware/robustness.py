@@ -34,7 +34,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from firmware import robustness_eval, stages
-from firmware.robustness_eval import BASELINE
+from firmware.robustness_eval import BASELINE, run_baseline_cell  # noqa: F401 - re-exported
 from firmware.robustness_report import format_findings, write_outputs
 from firmware.study import open_tasks
 from model.config import validate
