@@ -63,7 +63,7 @@ def test_a_2x2_grid_runs_end_to_end(study):
     report = (out / "report.md").read_text()
     assert "## Findings" in report and "Deploy `fixed-" in report
     assert summary["findings"]["deploy"] in ("fixed-0.00", "fixed-0.50")
-    assert not list(out.rglob("*.tmp"))  # every output was renamed into place
+    assert not list(out.rglob("*.tmp*"))  # every output was renamed into place
 
 
 def test_a_cube_without_ground_truth_gets_a_loss_but_no_mae(study, tmp_path):
@@ -120,3 +120,17 @@ def test_bad_settings_and_a_changed_study_are_refused(study):
     cfg["robustness"]["seeds"] = [1, 2]  # other test scans: the finished cells would not match
     with pytest.raises(UserError, match="other settings"):
         robustness.run_study(cfg, out, scheduler="in-process", progress=False, reuse_runs=False)
+
+
+def test_other_doses_and_presets_are_extra_test_sets(tmp_path):
+    cfg = tiny_study_config(test_counts=[1e3, 1e5], test_presets=["ms-tiny"])
+    s = robustness.settings(cfg)
+    cubes = robustness.test_sets(cfg, s, tmp_path)
+    labels = [c["label"] for c in cubes]
+    # The main set first, then the other dose (1e5 is tiny's own), then the multislice preset.
+    assert labels == ["w=0", "w=0.5", "w=0 N=1000", "w=0.5 N=1000", "w=0 [ms-tiny]", "w=0.5 [ms-tiny]"]
+    assert len({c["key"] for c in cubes}) == len({c["path"] for c in cubes}) == 6
+    other = robustness.cell_key(cfg, s, s["regimes"][0], "train", cubes[:2])
+    assert robustness.cell_key(cfg, s, s["regimes"][0], "train", cubes) != other  # the cubes are in the key
+    with pytest.raises(UserError, match="test_presets"):
+        robustness.settings(tiny_study_config(test_presets=["default"]))  # 64-pixel patterns, not 32
