@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware import convert, csim, stages
+from firmware import estimate as E
 from model import health
 from model.config import load_config
 from model.data_io import open_cube, write_json
@@ -138,6 +139,7 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
     with watch("hls4ml convert + compile"):
         hls_model = convert.convert(qenc, spec, prj)
         csim.ensure_compiled(hls_model)
+    est = E.estimate(hls_model, spec.clock_period_ns)
 
     # Every test pattern through the float encoder, the QKeras encoder and the firmware
     # (path 1: hls4ml's compiled C++), the last two compared bit for bit.
@@ -212,6 +214,10 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                  "testbench_mismatches": [f"pattern {i} output {j}: qkeras {q!r} firmware {f!r}"
                                           for i, j, q, f in tb.mismatches[:10]]},
         "saturation": saturation,
+        # Resources and cycles with their leave-one-out error bars (firmware/estimate.py).
+        "estimate": {k: est[k] for k in ("kind", "part", "io_type", "clock_period_ns", "latency_cycles", "ii_cycles",
+                                         "latency_us", "patterns_per_s", "error_bars", "features")}
+                    | {"total": {r: est["total"][r] for r in E.RESOURCES}, "summary": E.summary_line(est)},
         "accuracy": accuracy,
         # model/health.py: strain spread across each test scan; below health.FLAT_STRAIN the maps are flat
         "signal": {label: {level_name(w): health.map_signal(r, rot) for w, r in raw[label].items()} for label in raw},
@@ -237,6 +243,7 @@ def format_summary(s: dict) -> str:
              f"saturation vs float twin at the noisiest level: {100 * s['saturation']['stuck_fraction']:.2f} % "
              f"of outputs at the {s['saturation']['output_type']} limits, max deviation "
              f"{s['saturation']['max_abs_deviation']:.3g}{'  OVERFLOW' if s['saturation']['overflow'] else ''}",
+             f"resources: {s['estimate']['summary']}" if s.get("estimate") else "resources: (not estimated)",
              "", "strain MAE (theta in degrees) per test noise level w:",
              f"{'w':>5} {'model':>10} " + " ".join(f"{k:>8}" for k in MAPS)]
     fw_signal = {w: v["signal"] for w, v in s.get("signal", {}).get("firmware", {}).items()}

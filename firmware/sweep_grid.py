@@ -89,8 +89,7 @@ def settings(cfg: dict, v: dict) -> dict:
     return json.loads(json.dumps(s))  # as it reads back from disk (tuples -> lists)
 
 
-VARIANT_SOURCES = ["firmware/sweep_grid.py", "firmware/sweep_eval.py", "firmware/estimate.py",
-                   "firmware/vendor.py"]
+VARIANT_SOURCES = ["firmware/sweep_grid.py", "firmware/sweep_eval.py", "firmware/vendor.py"]
 
 
 def variant_key(cfg: dict, v: dict, data_key: str) -> str:
