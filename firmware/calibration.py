@@ -103,9 +103,10 @@ def _toml_entry(d: dict) -> str:
 def build_design(design: dict, seed: int = 0):
     """The design's network in Keras/QKeras with seeded random weights at its published sparsity.
 
-    Kernels are uniform in +-weight_scale (QKeras layers: their quantizer range) unless
-    init = "glorot" (Keras' default initialiser, for the untrained designs); batch-norm
-    statistics near 1 so folded kernels keep their zeros.
+    Float kernels are normal with sigma weight_scale / 2.5, clipped to +-weight_scale (trained
+    weights are bell-shaped); QKeras kernels uniform over the quantizer range; init = "glorot":
+    Keras' default initialiser (the untrained designs). Batch-norm statistics near 1 so folded
+    kernels keep their zeros.
     """
     from qkeras import QActivation, QConv2DBatchnorm, QDense
     from tensorflow import keras
@@ -159,9 +160,10 @@ def set_random_weights(model, design: dict, seed: int) -> None:
                 if design.get("init") == "glorot":
                     limit = math.sqrt(6.0 / (int(np.prod(shape[:-1])) + shape[-1]))
                     k = rng.uniform(-limit, limit, shape)
-                else:
-                    k = rng.uniform(-scale, scale, shape) if not layer.__class__.__name__.startswith("Q") \
-                        else rng.uniform(-1, 1, shape)
+                elif layer.__class__.__name__.startswith("Q"):
+                    k = rng.uniform(-1, 1, shape)         # QAT spreads weights over the quantizer range
+                else:                                     # trained float weights: bell-shaped, |w| <= scale
+                    k = np.clip(rng.normal(0.0, scale / 2.5, shape), -scale, scale)
                 if sparsity > 0 and layer.name not in skip:
                     k[np.abs(k) < np.quantile(np.abs(k), sparsity)] = 0.0
                 new.append(k)
@@ -188,8 +190,8 @@ def convert_design(model, design: dict, out_dir):
         if isinstance(p, dict):
             for key in list(p):
                 # The published flows had no precision inference, except that a max pooling
-                # passes its input type on (it only selects values).
-                if p[key] == "auto" and not name.startswith("maxpool"):
+                # (it only selects values) and a flatten (no hardware) pass their input type on.
+                if p[key] == "auto" and not name.startswith(("maxpool", "flatten")):
                     p[key] = prec
             if "accum" in p or any(k in p for k in ("weight", "bias")):
                 p["accum"] = design.get("accum", prec)
@@ -222,22 +224,30 @@ def design_record(design: dict, seed: int = 0) -> dict:
 
 # ----------------------------------------------------------------------------- fit and leave-one-out
 
-def fit_coefficients(records: list[dict], targets: list[float], names: tuple) -> dict:
-    """Non-negative least squares of sum_k c_k * feature_k on relative error (each design counts alike)."""
-    from scipy.optimize import nnls
+def fit_coefficients(records: list[dict], targets: list[float], names: tuple, bounds: dict | None = None) -> dict:
+    """Least squares of sum_k c_k * feature_k on relative error (each design counts alike), each
+    coefficient inside its physical bounds (estimate.BOUNDS; non-negative when none are given)."""
+    from scipy.optimize import lsq_linear
 
     a = np.array([[r["features"].get(n, 0.0) for n in names] for r in records], float)
     y = np.asarray(targets, float)
     w = 1.0 / y
     scale = np.maximum(a.max(axis=0), 1e-9)   # condition the columns
-    c, _ = nnls(a * w[:, None] / scale, np.ones_like(y))
-    return {n: float(v / s) for n, v, s in zip(names, c, scale)}
+    lo = np.array([(bounds or {}).get(n, (0.0, np.inf))[0] for n in names]) * scale
+    hi = np.array([(bounds or {}).get(n, (0.0, np.inf))[1] for n in names]) * scale
+    res = lsq_linear(a * w[:, None] / scale, np.ones_like(y), bounds=(lo, hi))
+    return {n: float(v / s) for n, v, s in zip(names, res.x, scale)}
 
 
 def predict(record: dict, quantity: str, coef: dict) -> float:
     if quantity in E.FITTED:
-        return E.linear(record["features"], coef[quantity])
+        return E.linear(record["features"], coef[quantity]) + _fixed(record, quantity)
     return float(record[quantity])
+
+
+def _fixed(record: dict, quantity: str) -> float:
+    """The part of a quantity that is counted, not fitted (LUT multipliers beyond the part's DSPs)."""
+    return record["features"].get("lut_overflow", 0.0) if quantity == "LUT" else 0.0
 
 
 def calibrate(designs=None, seed: int = 0, progress: bool = False) -> dict:
@@ -268,17 +278,22 @@ def calibrate(designs=None, seed: int = 0, progress: bool = False) -> dict:
             row[q] = {"published": pub, "estimate": est, "loo": loo,
                       "error": _rel(est, pub), "loo_error": _rel(loo, pub)}
         rows.append(row)
-    loo_median = {q: _median([abs(r[q]["loo_error"]) for r in rows if r[q]["loo_error"] is not None])
-                  for q in QUANTITIES}
-    return {"rows": rows, "coefficients": coef, "loo_median": loo_median, "seed": seed,
+    errs = {q: [abs(r[q]["loo_error"]) for r in rows if r[q]["loo_error"] is not None] for q in QUANTITIES}
+    loo_median = {q: _median(e) for q, e in errs.items()}
+    # The printed error bar: the 68th percentile of |leave-one-out error| (a one-sigma band), more
+    # honest than the median when half the designs are exact and the rest are not.
+    loo_p68 = {q: float(np.percentile(e, 68)) if e else None for q, e in errs.items()}
+    return {"rows": rows, "coefficients": coef, "loo_median": loo_median, "loo_p68": loo_p68, "seed": seed,
             "records": records, "seconds": time.time() - t0}
 
 
-def fit_all(designs: list[dict], records: list[dict]) -> dict:
+def fit_all(designs: list[dict], records: list[dict], bounds: dict | None = None) -> dict:
+    """Coefficients for every fitted quantity (estimate.FITTED), within `bounds` (default estimate.BOUNDS)."""
+    bounds = E.BOUNDS if bounds is None else bounds
     coef = {}
     for q in E.FITTED:
-        pairs = [(r, d["published"][q]) for d, r in zip(designs, records) if d["published"].get(q)]
-        coef[q] = fit_coefficients([p[0] for p in pairs], [p[1] for p in pairs], E.FEATURES[q])
+        pairs = [(r, d["published"][q] - _fixed(r, q)) for d, r in zip(designs, records) if d["published"].get(q)]
+        coef[q] = fit_coefficients([p[0] for p in pairs], [p[1] for p in pairs], E.FEATURES[q], bounds.get(q))
     return coef
 
 
@@ -293,6 +308,7 @@ def _median(xs):
 def save_fit(table: dict, path=FIT_FILE) -> None:
     """Write the fitted coefficients and the leave-one-out error bars the estimator loads."""
     out = {"coefficients": table["coefficients"], "loo_median_abs_error": table["loo_median"],
+           "loo_p68_abs_error": table["loo_p68"],
            "designs": [r["name"] for r in table["rows"]],
            "note": "written by bench/bench_estimate.py --refit from firmware/calibration/designs.toml"}
     atomic_write(Path(path), json.dumps(out, indent=1) + "\n")
@@ -314,6 +330,7 @@ def format_table(table: dict) -> str:
             c = r[q]
             cells.append(f"{num(c['published'])} / {num(c['loo'])} ({pct(c['loo_error'])})")
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("| median abs LOO error | | | | " + " | ".join(
-        "-" if table["loo_median"][q] is None else f"{100 * table['loo_median'][q]:.0f} %" for q in QUANTITIES) + " |")
+    for key, label in (("loo_median", "median abs LOO error"), ("loo_p68", "error bar: 68th pct abs LOO error")):
+        lines.append(f"| {label} | | | | " + " | ".join(
+            "-" if table[key][q] is None else f"{100 * table[key][q]:.0f} %" for q in QUANTITIES) + " |")
     return "\n".join(lines)

@@ -68,27 +68,36 @@ FIT_FILE = Path(__file__).resolve().parent / "calibration" / "fit.json"
 # LUTs and FFs are linear in hardware counts ("features"); the coefficients are fitted on the
 # published designs of firmware/calibration/designs.toml (firmware/calibration.py) and loaded from
 # fit.json. These defaults are used only when fit.json is absent.
-FEATURES = {"LUT": ("lut_mult", "lut_add", "lut_logic", "process"),
-            "FF": ("ff_pipe", "ff_io", "process")}
+FEATURES = {"LUT": ("lut_mult", "lut_add", "lut_logic", "lut_reuse", "process"),
+            "FF": ("ff_pipe", "ff_io", "ff_reuse", "process")}
 FITTED = tuple(FEATURES)
-DEFAULT_COEFFICIENTS = {"LUT": {"lut_mult": 1.0, "lut_add": 0.6, "lut_logic": 1.0, "process": 120.0},
-                        "FF": {"ff_pipe": 1.0, "ff_io": 0.5, "process": 150.0}}
+# What each coefficient may physically be (the fit stays inside): LUTs per adder bit (a carry-chain
+# bit is one LUT; synthesis merges some), per shift-add bit, per logic/mux LUT counted; LUTs and FFs
+# per dataflow process (FSM, counters, handshakes); FFs per registered bit.
+BOUNDS = {"LUT": {"lut_mult": (0.1, 1.0), "lut_add": (0.5, 1.2), "lut_logic": (0.3, 1.5),
+                  "lut_reuse": (0.3, 1.5), "process": (20.0, 400.0)},
+          "FF": {"ff_pipe": (0.2, 1.2), "ff_io": (0.2, 1.2), "ff_reuse": (0.5, 1.2), "process": (50.0, 600.0)}}
+DEFAULT_COEFFICIENTS = {"LUT": {"lut_mult": 0.5, "lut_add": 0.9, "lut_logic": 0.5, "lut_reuse": 1.0, "process": 70.0},
+                        "FF": {"ff_pipe": 0.5, "ff_io": 0.5, "ff_reuse": 1.0, "process": 400.0}}
 
 # Rules and physical constants (not fitted): how HLS maps a product, memory thresholds, delays.
 DEFAULTS = {
     "dsp_min_data_bits": 11,      # a product goes to a DSP48 when the data operand is wider than 10 bits ...
-    "dsp_min_weight_bits": 5,     # ... and the constant weight's significant bits are more than 4 ...
-    "lut_max_weight_digits": 2,   # ... and the weight has more than 2 non-zero bits (else shift-and-add)
-    "srl_max_depth": 24,          # memories at most this deep stay in SRL/LUTRAM ...
+    "dsp_min_weight_bits": 5,     # ... and the weight type wider than 4 bits ...
+    "lut_max_weight_digits": 2,   # ... and the weight has more than 2 signed digits (else shift-and-add)
+    "csd_min_weight_bits": 9,     # ... (that rule for weight types of 9+ bits)
+    "alloc_max_weight_digits": 3,  # under an ALLOCATION limit (reuse > 1) HLS shift-adds up to 3 digits
+    "srl_max_depth": 64,          # memories at most this deep stay in SRL/LUTRAM (Vivado: SRLC32E, RAM64M) ...
     "bram_min_bits": 128,         # ... as do those smaller than this many bits
     "softmax_tables_bram18": 2,   # exp and inverse tables, 1024 x 18 bits each
     "clock_uncertainty": 0.125,   # HLS default: 12.5 % of the period is kept for routing
     "frame_overhead_cycles": 4,   # io_stream: per-frame start/flush cycles of the first layer
 }
-# Combinational delays in ns HLS plans with (UG902 / UG1399 operator timing, speed grade -1/-2):
-# a 16-20 bit carry-chain adder with its routing, a DSP48 multiply, a block-RAM read.
-DELAYS_NS = {"7series": {"add": 1.7, "dsp": 3.9, "bram": 2.5},
-             "ultrascale": {"add": 1.0, "dsp": 2.5, "bram": 1.6}}
+# Combinational delays in ns HLS plans with, as Vivado HLS 2020.1 schedule reports list them for
+# these parts (xc7z020-1; UltraScale+ -2): a 16-20 bit adder with its net delay, a DSP48 multiply,
+# a block-RAM read. Set by hand from typical reports, not fitted.
+DELAYS_NS = {"7series": {"add": 2.4, "dsp": 3.4, "bram": 2.5},
+             "ultrascale": {"add": 1.1, "dsp": 2.1, "bram": 1.6}}
 
 # FPGA parts: totals from the AMD/Xilinx product tables (CLB LUTs, CLB flip-flops, DSP slices,
 # 18 Kb block RAMs = 2 x the 36 Kb count). Sources: DS890 UltraScale Architecture and Product
@@ -159,9 +168,10 @@ def coefficients() -> dict:
 
 
 def error_bars() -> dict:
-    """Median |relative error| per quantity when each calibration design was left out of the fit
-    (fit.json, written by bench/bench_estimate.py --refit); None per quantity when unknown."""
-    loo = _fit_file().get("loo_median_abs_error") or {}
+    """The error bar per quantity: the 68th percentile of |relative error| over the calibration
+    designs, each estimated with coefficients fitted without it (leave-one-out; fit.json, written
+    by bench/bench_estimate.py --refit). None per quantity when unknown."""
+    loo = _fit_file().get("loo_p68_abs_error") or {}
     return {q: loo.get(q) for q in QUANTITIES}
 
 
@@ -215,6 +225,20 @@ def weight_bits(precision, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         low = np.where((low < 0) & (bit == 1), b, low)
         span = np.where(bit == 1, b - low + 1, span)
     return ones, span
+
+
+def csd_digits(q: np.ndarray) -> np.ndarray:
+    """Non-zero digits of each integer's canonical signed-digit form (e.g. 7 = 8 - 1: two digits):
+    the adders a shift-and-add constant multiplier needs, plus one."""
+    q = np.abs(np.asarray(q, np.int64))
+    digits = np.zeros(q.shape, np.int64)
+    while np.any(q):
+        odd = (q & 1) == 1
+        # a run of ones ...0111 becomes +1000 -1: take -1 when the next bit is also one
+        step = np.where(odd, np.where((q & 3) == 3, -1, 1), 0)
+        digits += odd
+        q = (q - step) >> 1
+    return digits
 
 
 def bram18(depth: int, width: int) -> int:
@@ -313,15 +337,19 @@ def _mult_layer(layer, d: dict, c: dict, ctx: dict) -> None:
     cols = w.reshape(-1, n_out)
     nonzero = cols != 0
     ones, span = weight_bits(wprec, cols)
+    lsb = 2.0 ** (int(getattr(wprec, "integer", 0)) - int(getattr(wprec, "width", 0)))
+    digits = csd_digits(np.round(np.abs(cols) / lsb).astype(np.int64))   # signed digits: adders + 1
     # Effective product width: the product's bits above the accumulator's integer range wrap away,
     # so HLS narrows the multiplier to acc integer bits + the product's fractional bits.
     frac = _frac(in_prec) + _frac(wprec)
     acc_int = acc_w - _frac(acc_prec)
     folded = strategy != "resource"                       # Resource: weights in ROM, every product real
     if folded:
-        shift = nonzero & (ones == 1)                     # +-2^k: a wire
-        fabric = nonzero & (ones >= 2) & ((ones <= c["lut_max_weight_digits"]) | (wa < c["dsp_min_data_bits"])
-                                          | (span < c["dsp_min_weight_bits"]))
+        shift = nonzero & (digits == 1)                   # +-2^k: a wire
+        # Few signed digits: shift-and-add, for wide weight types (narrow quantized weights on
+        # wide data stay on DSPs in the published QKeras designs).
+        few = (digits <= c["lut_max_weight_digits"]) & (wb >= c["csd_min_weight_bits"])
+        fabric = nonzero & (digits >= 2) & (few | (wa < c["dsp_min_data_bits"]) | (wb < c["dsp_min_weight_bits"]))
         dsp = nonzero & ~shift & ~fabric
     else:
         shift = np.zeros_like(nonzero)
@@ -345,13 +373,16 @@ def _mult_layer(layer, d: dict, c: dict, ctx: dict) -> None:
     d["dsp_multipliers"] = d["DSP"] = math.ceil(n_dsp / rf) * copies      # ALLOCATION limit
     d["lut_multipliers"] = math.ceil(n_fab / rf) * copies
     d["multipliers"] = d["dsp_multipliers"] + d["lut_multipliers"]
-    # Shift-and-add: one adder of the product width per extra non-zero weight bit; a product of
-    # a non-constant weight (Resource) costs about wa*wb/2 LUTs.
+    # Shift-and-add: x * (2^a +- 2^b ...) adds shifted copies of x, one adder of about the data
+    # width per extra signed digit; a product of a non-constant weight (Resource) ~ wa*wb/2 LUTs.
     if folded:
-        lut_mult = float(((ones - 1) * eff_w)[fabric].sum())
+        lut_mult = float(((digits - 1) * (wa + 1))[fabric].sum())
     else:
         lut_mult = n_fab * wa * wb / 2.0
     d["fabric_mult_bits"] = lut_mult * copies / rf
+    # What the DSP products would cost in fabric: used when the part runs out of DSPs.
+    d["dsp_as_fabric"] = float(((np.maximum(ones, 2) - 1) * (wa + 1))[dsp].sum()) * copies / rf if folded \
+        else n_dsp * wa * wb / 2.0 * copies / rf
     # Adder trees: per output column, its non-zero terms (+ the bias when it is non-zero).
     bias = layer.weights.get("bias")
     bias_nz = (_fold(bias.type.precision, bias.data) != 0) if bias is not None else np.zeros(n_out, bool)
@@ -360,22 +391,30 @@ def _mult_layer(layer, d: dict, c: dict, ctx: dict) -> None:
     for t in terms:
         a, bits, lev = adder_tree_luts(int(t), pw, acc_w)
         adders, add_bits, max_levels = adders + a, add_bits + bits, max(max_levels, lev)
-    d["adders"] = math.ceil(adders / rf) * copies
+    d["adders"] = math.ceil(adders / (rf if strategy == "resource" else 1)) * copies
     # Pipeline: product (DSP or a shift-add level) then the adder tree, cut where the clock says.
     first = DELAYS_NS[family]["dsp"] if n_dsp else DELAYS_NS[family]["add"]
     cycles, cuts = pipeline(c, family, period, first, max_levels)
     mean_terms = max(1, int(round(float(terms.mean())))) if terms.size else 1
     level_bits = tree_level_bits(mean_terms, pw, acc_w)
     cut_bits = sum(level_bits[min(k, len(level_bits) - 1)] for k in cuts) * n_out
-    _add(d, lut_mult=lut_mult * copies / rf, lut_add=add_bits * copies / rf,
-         ff_pipe=(cut_bits * copies / rf) + n_out * acc_w, ff_io=0)
+    # ALLOCATION limits multipliers only: with the Latency strategy every adder of the unrolled
+    # accumulation stays (the published reuse-16 designs keep their reuse-1 adder LUTs); the
+    # Resource strategy shares them too.
+    share = rf if strategy == "resource" else 1
+    _add(d, lut_mult=lut_mult * copies / rf, lut_add=add_bits * copies / share,
+         ff_pipe=(cut_bits * copies / share) + n_out * acc_w, ff_io=0)
     d["pipeline_cycles"] = cycles
     if rf > 1 and folded:
         # Shared multipliers: an R:1 mux on both operands (a LUT6 is a 4:1 mux per bit) and
         # the partial sums kept in registers between the R passes.
         shared = d["multipliers"]
-        _add(d, lut_logic=shared * (wa + wb) * math.ceil((rf - 1) / 3),
+        _add(d, lut_reuse=shared * (wa + wb) * math.ceil((rf - 1) / 3),
              ff_pipe=shared * (wa + wb + acc_w))
+        if io_stream:
+            # The stream kernels index the weight array with the reuse counter: HLS keeps the
+            # non-zero weights in registers (csynth of the published reuse-16 CNN: ~16 FF per weight).
+            _add(d, ff_reuse=int(nonzero.sum()) * wb)
     if strategy == "resource":
         # Weights in ROMs of depth R (nnet_dense_resource.h): block_factor words per address.
         mem = memory_cost(rf, math.ceil(w.size / rf) * wb, c)
@@ -394,7 +433,7 @@ def _mult_layer(layer, d: dict, c: dict, ctx: dict) -> None:
         if io_stream:
             # conv_2d_buffer_cl: one pixel per II=R loop iteration over every input pixel; the
             # last pixel's kernel (R cycles) and the pipeline follow the frame.
-            d["ii_cycles"] = pixels * rf + c["frame_overhead_cycles"]
+            d["ii_cycles"] = d["stream_cycles"] = pixels * rf + c["frame_overhead_cycles"]
             d["depth_cycles"] = cycles + rf
             if fh > 1:
                 mem = memory_cost(in_w, wa, c)            # one ap_shift_reg per (row, channel)
@@ -415,11 +454,14 @@ def _mult_layer(layer, d: dict, c: dict, ctx: dict) -> None:
             packets = _dense_packets(layer.model.graph.get(layer.inputs[0]))
             d["depth_cycles"] = cycles + rf + 1
             d["ii_cycles"] = max(packets, rf, d["depth_cycles"])
+            d["stream_cycles"] = packets
         else:
             # PIPELINE II=R with ALLOCATION limit=multiplier_limit: a pruned layer finishes its
             # DSP products in fewer cycles than R.
+            # Under that limit HLS rewrites constants of up to three signed digits as shift-add.
             limit = max(1, math.ceil(cols.size / rf) - int((~nonzero).sum()) // rf)
-            d["ii_cycles"] = min(rf, max(1, math.ceil(n_dsp / limit))) if rf > 1 else 1
+            n_mul = int((dsp & (digits > c["alloc_max_weight_digits"])).sum())
+            d["ii_cycles"] = min(rf, max(1, math.ceil(n_mul / limit))) if rf > 1 else 1
             d["depth_cycles"] = d["ii_cycles"] - 1 + cycles - 1
         _add(d, ff_io=int(np.prod(inp)) * wa if not io_stream else 0)
 
@@ -524,6 +566,7 @@ def estimate(hls_model, clock_period_ns: float | None = None, constants: dict | 
     if clock_period_ns is None:
         clock_period_ns = float(cfg.get_config_value("ClockPeriod") or 5.0)
     part = part or cfg.get_config_value("Part")
+    split_fifos = str(cfg.get_config_value("Backend") or "").lower() == "vivado"
     ctx = {"io_stream": io_stream, "family": family_of(part), "period": float(clock_period_ns)}
     layers, fifos = [], []
     for layer in hls_model.get_layers():
@@ -544,7 +587,9 @@ def estimate(hls_model, clock_period_ns: float | None = None, constants: dict | 
         else:
             d["notes"].append(f"{cls}: not modelled (counted as a simple elementwise layer)")
             _elementwise_layer(layer, d, c, ctx)
-        _add(d, process=1)
+        # Control per dataflow process (FSM, counters, stream handshakes); io_parallel inlines every
+        # layer into one pipeline with one controller.
+        _add(d, process=1 if io_stream else 0)
         layers.append(d)
         # The FIFO this layer writes into (not the network's output port).
         out = layer.get_output_variable()
@@ -553,9 +598,15 @@ def estimate(hls_model, clock_period_ns: float | None = None, constants: dict | 
                 out not in hls_model.get_output_variables():
             depth = int(pragma[1])
             width = int(out.shape[-1]) * _var_width(out)
-            mem = memory_cost(depth, width, c)
+            if split_fifos:
+                # Vivado HLS splits a stream of arrays into one FIFO per element (the published
+                # csynth reports list layerN_out_V_data_K_V); Vitis HLS keeps one packed FIFO.
+                one = memory_cost(depth, _var_width(out), c)
+                mem = {k: one[k] * int(out.shape[-1]) for k in ("BRAM18", "LUT")} | {"where": one["where"]}
+            else:
+                mem = memory_cost(depth, width, c)
             fifos.append({"after": layer.name, "depth": depth, "width_bits": width, **mem})
-    features = {}
+    features = {} if io_stream else {"process": 1.0}
     for d in layers:
         for k, v in d["features"].items():
             features[k] = features.get(k, 0.0) + v
@@ -569,15 +620,21 @@ def estimate(hls_model, clock_period_ns: float | None = None, constants: dict | 
     key = part_key(part)
     if key and total["DSP"] > PARTS[key]["DSP"]:
         over = total["DSP"] - PARTS[key]["DSP"]
-        features["lut_mult"] = features.get("lut_mult", 0.0) + over * 16 * 16 / 2.0
+        dsp_cost = sum(d.get("dsp_as_fabric", 0.0) for d in layers)
+        dsp_mults = sum(d["dsp_multipliers"] for d in layers if "dsp_as_fabric" in d)
+        # Vivado builds them as constant multipliers in fabric, one partial product per 1-bit of
+        # the weight and one LUT per adder bit (counted, not fitted).
+        features["lut_overflow"] = over * dsp_cost / max(dsp_mults, 1)
         total["DSP"] = PARTS[key]["DSP"]
-    total["LUT"] = round(linear(features, coef["LUT"]))
+    total["LUT"] = round(linear(features, coef["LUT"]) + features.get("lut_overflow", 0.0))
     total["FF"] = round(linear(features, coef["FF"]))
     active = [d for d in layers if d["ii_cycles"]]
     ii = max(d["ii_cycles"] for d in active)
     if io_stream:
-        # The first layer streams the whole frame in; the others follow its last pixel.
-        latency = active[0]["ii_cycles"] + sum(d["depth_cycles"] for d in active[1:]) + active[0]["depth_cycles"]
+        # The first layer reads the whole frame (the per-frame line-buffer fill included); every
+        # layer's pipeline then follows the last pixel.
+        first = active[0]
+        latency = first.get("stream_cycles", first["ii_cycles"]) + sum(d["depth_cycles"] for d in active)
     else:
         latency = sum(d["depth_cycles"] for d in active) + 2   # + the input and output registers
     return finish({"kind": KIND_ESTIMATE, "io_type": io_type, "clock_period_ns": float(clock_period_ns),

@@ -40,7 +40,12 @@ def _levels(variants) -> list:
     levels = set()
     for v in variants:
         levels.update((v.get("mae") or {}).keys())
-    return sorted(levels, key=float)
+    return sorted(levels, key=lambda w: (float(str(w).split()[0]), str(w)))  # "0.5", then "0.5 N=1000"...
+
+
+def _main(w: str) -> bool:
+    """A level of the main test set ("0.5"), not an extra one ("0.5 N=1000", "0.5 [preset]")."""
+    return " " not in str(w)
 
 
 def _get_mae(v: dict, w, key: str, which: str = "mae"):
@@ -49,8 +54,9 @@ def _get_mae(v: dict, w, key: str, which: str = "mae"):
 
 
 def mean_mae(v: dict) -> float:
-    """The ranking score: mean of exx and eyy MAE over all noise levels (lower is better)."""
-    vals = [m.get(k) for m in (v.get("mae") or {}).values() for k in ACCURACY_KEYS if m.get(k) is not None]
+    """The ranking score: mean of exx and eyy MAE over the main set's noise levels (lower is better)."""
+    vals = [m.get(k) for w, m in (v.get("mae") or {}).items() if _main(w) for k in ACCURACY_KEYS
+            if m.get(k) is not None]
     return float(np.mean(vals)) if vals else float("inf")
 
 
@@ -213,8 +219,9 @@ def _markdown(variants, table, levels, detectors, parts, recs, calibration) -> s
                                         pm(r, "latency_cycles"), _fmt(r["latency_us"], ".2f"),
                                         pm(r, "ii_cycles"), _fmt(r["patterns_per_s"])] + pcts) + " |")
     lines += ["", "Part columns: LUT / FF / DSP / BRAM18 in % of the part. '+- x %': the estimator's error bar, "
-              "the median |error| of that quantity over the published designs of firmware/calibration/designs.toml, "
-              "each estimated with coefficients fitted on the others (leave-one-out).", "",
+              "the 68th percentile of |error| of that quantity over the published designs of "
+              "firmware/calibration/designs.toml, each estimated with coefficients fitted on the others "
+              "(leave-one-out).", "",
               "## Accuracy", ""]
     head = ["variant", "bits", "sparsity", "reuse", "bit-exact"]
     for w in levels:
@@ -256,7 +263,7 @@ def _markdown(variants, table, levels, detectors, parts, recs, calibration) -> s
                   "Resources: Vivado synthesis; latency/II: HLS csynth.", "", format_table(calibration), ""]
     elif calibration is not None:
         bars = E.error_bars()
-        lines += ["Median |leave-one-out error| per quantity over the published designs of "
+        lines += ["Error bars (68th percentile of |leave-one-out error|) per quantity over the published designs of "
                   "firmware/calibration/designs.toml (table: bench/bench_estimate.py): " + ", ".join(
                       f"{q} {'-' if b is None else f'{100 * b:.0f} %'}" for q, b in bars.items()) + ".", ""]
     else:
