@@ -428,7 +428,8 @@ def _add_sweep_sections(cfg: dict, records: list, shape, block: dict, md_path: P
         if ok:
             meeting.append(r["name"])
         cell = lambda k: f"{'yes' if g[k][0] else 'NO'}: {g[k][1]}"  # noqa: E731
-        lines.append(f"| {r['name']} | {r['estimate']['clock_mhz']:.0f} | {r['estimate']['ii_cycles']:,} | "
+        lines.append(f"| {r['name']} | {r['estimate']['clock_mhz']:.0f} | {r['estimate']['ii_cycles']:,}"
+                     f"{E.pm(r['estimate'], 'ii_cycles')} | "
                      f"{cell('throughput')} | {cell('latency')} | {cell('accuracy')} | {cell('fits')} | "
                      f"{'yes' if ok else 'no'} |")
     lines += ["", _throughput_text(cfg, done, meeting), ""]
