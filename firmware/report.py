@@ -40,7 +40,12 @@ def _levels(variants) -> list:
     levels = set()
     for v in variants:
         levels.update((v.get("mae") or {}).keys())
-    return sorted(levels, key=float)
+    return sorted(levels, key=lambda w: (float(str(w).split()[0]), str(w)))  # "0.5", then "0.5 N=1000"...
+
+
+def _main(w: str) -> bool:
+    """A level of the main test set ("0.5"), not an extra one ("0.5 N=1000", "0.5 [preset]")."""
+    return " " not in str(w)
 
 
 def _get_mae(v: dict, w, key: str, which: str = "mae"):
@@ -49,8 +54,9 @@ def _get_mae(v: dict, w, key: str, which: str = "mae"):
 
 
 def mean_mae(v: dict) -> float:
-    """The ranking score: mean of exx and eyy MAE over all noise levels (lower is better)."""
-    vals = [m.get(k) for m in (v.get("mae") or {}).values() for k in ACCURACY_KEYS if m.get(k) is not None]
+    """The ranking score: mean of exx and eyy MAE over the main set's noise levels (lower is better)."""
+    vals = [m.get(k) for w, m in (v.get("mae") or {}).items() if _main(w) for k in ACCURACY_KEYS
+            if m.get(k) is not None]
     return float(np.mean(vals)) if vals else float("inf")
 
 

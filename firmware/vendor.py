@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from model.data_io import atomic_path, atomic_write
 from model.errors import UserError
 
 TOOLS = ("vitis_hls", "vitis-run", "vivado_hls")
@@ -50,7 +51,7 @@ def _command(prj_dir: Path, steps: dict) -> list[str] | None:
         tool = next((t for t in ("vitis-run", "vitis_hls") if shutil.which(t)), None)
         if tool is None:
             return None
-        (prj_dir / "build_opt.tcl").write_text(
+        atomic_write(prj_dir / "build_opt.tcl",
             "array set opt {\n" + "".join(f"    {k:<10} {v}\n" for k, v in opts.items()) + "}\n")
         return ["vitis-run", "--tcl", "build_prj.tcl", "--mode", "hls"] if tool == "vitis-run" \
             else ["vitis_hls", "-f", "build_prj.tcl"]
@@ -65,7 +66,7 @@ def _run(prj_dir, steps: dict, timeout: float) -> dict | None:
     if cmd is None:
         print(SKIP_REASON)
         return None
-    with open(prj_dir / "vendor_build.log", "w") as log:
+    with atomic_path(prj_dir / "vendor_build.log", overwrite=True) as tmp, open(tmp, "w") as log:
         proc = subprocess.run(cmd, cwd=prj_dir, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
     report = parse_report(prj_dir)
     report["returncode"] = proc.returncode
