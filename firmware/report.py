@@ -219,7 +219,7 @@ def _markdown(variants, table, levels, detectors, parts, recs, calibration) -> s
                                         pm(r, "latency_cycles"), _fmt(r["latency_us"], ".2f"),
                                         pm(r, "ii_cycles"), _fmt(r["patterns_per_s"])] + pcts) + " |")
     lines += ["", "Part columns: LUT / FF / DSP / BRAM18 in % of the part. '+- x %': the estimator's error bar, "
-              "the 68th percentile of |error| of that quantity over the published designs of "
+              "the root mean square of the relative error of that quantity over the published designs of "
               "firmware/calibration/designs.toml, each estimated with coefficients fitted on the others "
               "(leave-one-out).", "",
               "## Accuracy", ""]
@@ -263,7 +263,7 @@ def _markdown(variants, table, levels, detectors, parts, recs, calibration) -> s
                   "Resources: Vivado synthesis; latency/II: HLS csynth.", "", format_table(calibration), ""]
     elif calibration is not None:
         bars = E.error_bars()
-        lines += ["Error bars (68th percentile of |leave-one-out error|) per quantity over the published designs of "
+        lines += ["Error bars (root mean square of the leave-one-out relative errors) per quantity over the published designs of "
                   "firmware/calibration/designs.toml (table: bench/bench_estimate.py): " + ", ".join(
                       f"{q} {'-' if b is None else f'{100 * b:.0f} %'}" for q, b in bars.items()) + ".", ""]
     else:
