@@ -166,14 +166,6 @@ def run_folder_stage(stage: str, folder: Path, description: dict, done_file: str
                        outputs={**(outputs or {}), "result": result})
 
 
-def key_in(folder: Path) -> str | None:
-    """The key a finished folder stage was made from (None when it has none)."""
-    try:
-        return json.loads((Path(folder) / STAGE_FILE).read_text()).get("key")
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 # ----------------------------------------------------------------------------- data
 
 def train_cube_description(cfg: dict) -> dict:
