@@ -77,9 +77,10 @@ class SimParams:
     thickness_A: float = 0.0
     sampling_A: float = 0.1
     slice_thickness_A: float = 1.0
+    central_share: float = 0.0
 
     OPTIONAL = ("engine", "crystal", "lattice", "lattice_constant_b", "strain_field", "scan_step_A",
-                "thickness_A", "sampling_A", "slice_thickness_A")
+                "thickness_A", "sampling_A", "slice_thickness_A", "central_share")
     CHOICES = {"engine": ("kinematic", "multislice"), "lattice": ("hexagonal", "square", "rectangular"),
                "strain_field": ("independent", "displacement")}
 
@@ -109,7 +110,7 @@ class SimParams:
                     "detector_pixel_um", "convergence_mrad", "disk_edge_px", "scan_step_A", "sampling_A",
                     "slice_thickness_A"]
         non_negative = ["grain_rotation_deg", "rotation_field_deg", "strain_amplitude",
-                        "intensity_decay", "central_disk", "jitter_px", "lattice_constant_b", "thickness_A"]
+                        "intensity_decay", "central_disk", "jitter_px", "lattice_constant_b", "thickness_A", "central_share"]
         for key in positive + non_negative:
             v = sim[key]
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
@@ -118,6 +119,8 @@ class SimParams:
                 raise bad(key, "must be > 0")
             if v < 0:
                 raise bad(key, "must be >= 0")
+        if sim["central_share"] >= 1:
+            raise bad("central_share", "must be < 1 (a fraction of the counts; 0: use central_disk)")
         if sim["strain_amplitude"] >= 0.5:
             raise bad("strain_amplitude", "must be < 0.5 (a strain, not a percentage)")
         p = cls(scan=tuple(int(v) for v in scan),
@@ -147,8 +150,10 @@ class SimParams:
 
     @property
     def g1(self) -> float:
-        """First-order reciprocal vector length (1/Angstrom)."""
-        return 2 / (math.sqrt(3) * self.lattice_constant)
+        """First-order reciprocal vector length (1/Angstrom): the shortest reflection that is not extinct."""
+        if self.crystal == "none" and self.lattice == "hexagonal":
+            return 2 / (math.sqrt(3) * self.lattice_constant)
+        return _crystal_reflections(self)[1]
 
     @property
     def g1_px(self) -> float:
@@ -222,24 +227,91 @@ def ground_truth_maps(sim_cfg) -> dict:
 # Patterns
 
 
+def _crystal_reflections(p, order: int = 8):
+    """(g (N, 2) in 1/Angstrom, first-order |g|, intensities (N,) relative to the strongest reflection)
+    of every reflection up to `order` times the basis, g = 0 first; extinct ones (|F|^2 < 1e-6 of
+    the strongest) dropped. The first order is the shortest reflection left."""
+    from model.crystal import intensities, reciprocal_basis
+
+    key = (p.crystal, p.lattice, p.lattice_constant, p.lattice_constant_b, order)
+    if key not in _REFLECTIONS:
+        basis = reciprocal_basis(p)
+        h, k = np.mgrid[-order:order + 1, -order:order + 1].reshape(2, -1)
+        g = h[:, None] * basis[0] + k[:, None] * basis[1]
+        g = g[np.argsort(np.hypot(g[:, 0], g[:, 1]), kind="stable")]
+        inten = intensities(p, g)
+        keep = inten > 1e-6 * inten[1:].max()
+        keep[0] = True
+        g, inten = g[keep], inten[keep]
+        gabs = np.hypot(g[:, 0], g[:, 1])
+        _REFLECTIONS[key] = (g, gabs[1], inten / inten[1:].max())
+    return _REFLECTIONS[key]
+
+
+_REFLECTIONS = {}
+
+
 def reciprocal_lattice(sim_cfg):
     """Reference lattice vectors g (D, 2) as (x, y) pixels and disk amplitudes (D,).
 
     All orders whose disk can touch the detector (with margin for strain and jitter); the
-    central disk g = 0 comes first.
+    central disk g = 0 comes first. Amplitudes: 1 for a structureless lattice; for a crystal its
+    kinematic intensities |F(g)|^2 relative to the strongest reflection (model/crystal.py); both
+    damped by exp(-B |g|^2 / 4). The central disk is `central_disk` times a first-order disk of
+    the structureless lattice; or, with central_share > 0, amplitudes are shares of all the
+    electrons: the central disk central_share, the rest shared by every reflection out to
+    the multislice cut-off (on the detector or not) in proportion to its intensity. Patterns are normalised
+    to sum 1 on the detector afterwards, as the multislice engine's are.
     """
     p = sim_params(sim_cfg)
     half = p.disk_radius_px + 5 * p.disk_edge_px
     gmax = (p.pattern / math.sqrt(2) + half) / (1 - p.strain_amplitude * 2) + 4 * p.jitter_px + 1
-    n = int(math.ceil(gmax / p.g1_px * 2 / math.sqrt(3))) + 1
-    h, k = np.mgrid[-n:n + 1, -n:n + 1].reshape(2, -1)
-    g = p.g1_px * np.stack([h + 0.5 * k, k * math.sqrt(3) / 2], axis=-1)
-    keep = np.hypot(g[:, 0], g[:, 1]) <= gmax
-    g = g[keep]
-    g = g[np.argsort(np.hypot(g[:, 0], g[:, 1]), kind="stable")]  # g = 0 first
-    amp = np.exp(-p.intensity_decay * (np.hypot(g[:, 0], g[:, 1]) * p.k_px) ** 2 / 4)
+    if p.crystal == "none" and p.lattice == "hexagonal":  # the original simulator, unchanged
+        n = int(math.ceil(gmax / p.g1_px * 2 / math.sqrt(3))) + 1
+        h, k = np.mgrid[-n:n + 1, -n:n + 1].reshape(2, -1)
+        g = p.g1_px * np.stack([h + 0.5 * k, k * math.sqrt(3) / 2], axis=-1)
+        keep = np.hypot(g[:, 0], g[:, 1]) <= gmax
+        g = g[keep]
+        g = g[np.argsort(np.hypot(g[:, 0], g[:, 1]), kind="stable")]  # g = 0 first
+        rel = np.ones(len(g))
+    else:
+        from model.crystal import reciprocal_basis
+
+        order = int(math.ceil(gmax * p.k_px / np.linalg.norm(reciprocal_basis(p), axis=1).min())) + 1
+        g, _, rel = _crystal_reflections(p, order)
+        g = g / p.k_px
+        keep = np.hypot(g[:, 0], g[:, 1]) <= gmax
+        g, rel = g[keep], rel[keep]
+    amp = rel * np.exp(-p.intensity_decay * (np.hypot(g[:, 0], g[:, 1]) * p.k_px) ** 2 / 4)
     amp[0] = p.central_disk * math.exp(-p.intensity_decay * p.g1**2 / 4)
+    if p.central_share > 0:
+        amp *= (1 - p.central_share) / _scattered_total(p)
+        amp[0] = p.central_share
     return g, amp
+
+
+def _scattered_total(p) -> float:
+    """Sum of the damped relative intensities of every reflection with 0 < |g| <= kmax: the
+    scattered electrons, on the detector or not, that central_share's complement is shared by.
+    kmax = (2/3) / (2 sampling_A), the largest angle the multislice engine keeps at this sampling."""
+    from model.crystal import reciprocal_basis
+
+    kmax = (2 / 3) / (2 * p.sampling_A)
+    order = int(math.ceil(kmax / np.linalg.norm(reciprocal_basis(p), axis=1).min())) + 1
+    g, _, rel = _crystal_reflections(p, order) if p.crystal != "none" or p.lattice != "hexagonal" else \
+        (_hexagonal(p, order), None, None)
+    gabs = np.hypot(g[:, 0], g[:, 1])
+    rel = np.ones(len(g)) if rel is None else rel
+    keep = (gabs > 0) & (gabs <= kmax)
+    return float((rel * np.exp(-p.intensity_decay * gabs**2 / 4))[keep].sum())
+
+
+def _hexagonal(p, n):
+    """Reflections (1/Angstrom) of the structureless hexagonal lattice up to order n."""
+    from model.crystal import reciprocal_basis
+
+    h, k = np.mgrid[-n:n + 1, -n:n + 1].reshape(2, -1)
+    return h[:, None] * reciprocal_basis(p)[0] + k[:, None] * reciprocal_basis(p)[1]
 
 
 def lattice_matrix(exx, eyy, exy, theta) -> np.ndarray:
@@ -346,6 +418,8 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
     cfg_saved = dict(cfg, simulate=sim)
     attrs = {"config": json.dumps(cfg_saved), "noise_w": 0.0 if clean else float(noise_w),
              "counts": counts, "clean": bool(clean), "seed": p.seed, "created_by": "ccstae simulate",
+             "engine": p.engine, "scan_step_A": p.scan_step_A,
+             "dose_e_per_A2": 0.0 if clean else noise.dose_from_counts(counts, p.scan_step_A),
              "geometry": "disk of g at (row, col) = (c + y, c + x), c = (P-1)/2, (x, y) = R(theta)(I+eps)^-T g",
              "theta_units": "radians"}
     attrs.update({f"simulate.{k}": v for k, v in asdict(p).items()})
@@ -356,7 +430,7 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
         from model import multislice
 
         multislice.import_abtem()  # fail early, before any file appears
-        attrs.update({"engine": "multislice", "specimen_extent_A": multislice.specimen_extent(p),
+        attrs.update({"specimen_extent_A": multislice.specimen_extent(p),
                       "margin_A": multislice.margin_A(p)})
 
         def noisy(r, row):  # one generator per row, so a resumed run draws the same noise

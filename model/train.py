@@ -18,7 +18,6 @@ A run directory holds:
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from model import health, lattice, network, noise, preprocess, stn
-from model.data_io import open_cube, write_json
+from model.data_io import atomic_path, open_cube, write_json
 from model.errors import UserError
 
 NOISE_MODES = ("none", "fixed", "mixed", "curriculum")
@@ -298,12 +297,11 @@ class Trainer:
 
     def save_best(self):
         run = self.run_dir
-        tmp = run / "encoder.tmp.h5"
-        self.save_encoder(self.model.encoder, tmp)
-        os.replace(tmp, run / "encoder.h5")
+        with atomic_path(run / "encoder.h5", overwrite=True) as tmp:
+            self.save_encoder(self.model.encoder, tmp)
         self._best = self.model.encoder.get_weights(), self.model.reference_logit.numpy()
-        np.save(run / "reference.tmp.npy", self.model.reference.numpy())
-        os.replace(run / "reference.tmp.npy", run / "reference.npy")
+        with atomic_path(run / "reference.npy", overwrite=True) as tmp, open(tmp, "wb") as f:
+            np.save(f, self.model.reference.numpy())
 
 
 def simulate_training_sample(cfg: dict, path: Path, progress: bool = True) -> Path:

@@ -114,3 +114,27 @@ def test_missing_abtem_is_one_line_naming_the_extra(tmp_path):
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and ".[multislice]" in res.stderr
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "x.h5.partial").exists()
+
+
+def test_the_kinematic_twin_matches_multislice_on_the_same_sample(grain_scan, tmp_path):
+    """Same config, other engine: the same ground truth, and patterns within stated tolerances.
+
+    Tolerances: disk centroids within 0.1 px (the issue's target); the central disk's share of the
+    detected counts within 0.002 and the mean first-order disk within 15 %: the kinematic twin has
+    two specimen numbers (central_share, intensity_decay) calibrated on ms-tiny's own sample and
+    settings, and the fits on other samples differ by ~10 % in first-order share (bench_engines).
+    """
+    from model import disks
+
+    cfg, ms, gt, _ = grain_scan
+    cfg = dict(cfg, simulate=dict(cfg["simulate"], engine="kinematic"))
+    out = simulate.simulate_scan(cfg, tmp_path / "kin.h5", clean=True, progress=False)
+    with h5py.File(out) as f:
+        kin = f["datacube"][:]
+        for k in gt:
+            np.testing.assert_array_equal(f["ground_truth"][k][:], gt[k])
+    p = simulate.sim_params(cfg)
+    c = disks.compare(disks.measure(kin, p, gt), disks.measure(ms, p, gt))
+    assert c["disk_position_error_px_max"] < 0.1
+    assert abs(c["central_share"][0] - c["central_share"][1]) < 0.002
+    assert abs(c["first_order_ratio"] - 1) < 0.15
