@@ -153,6 +153,7 @@ class Trainer:
             inner = max(inner, float(self.prep_mask["radius"]) + 1.0)
         self.mask = stn.annular_mask(self.pattern, inner, t["mask_outer"] * self.pattern)
         self.optimizer = tf.keras.optimizers.Adam(t["learning_rate"])
+        self.optimizer.build(self.model.trainable())  # one optimizer for the encoder-only and the full steps
         self.epoch = tf.Variable(0, dtype=tf.int64)
         self.best_val = tf.Variable(np.inf, dtype=tf.float64)
         self.ckpt = tf.train.Checkpoint(encoder=encoder, reference=self.model.reference_logit,
@@ -197,6 +198,16 @@ class Trainer:
         return losses
 
     @tf.function
+    def _step_encoder(self, x_in, x_target, sigma, mask):
+        """A step with the reference held: it stays the sharp pattern it was initialised to."""
+        with tf.GradientTape() as tape:
+            losses = self.model.losses(x_in, x_target, sigma, mask, training=True)
+        variables = self.model.encoder.trainable_variables
+        grads = tape.gradient(losses["total"], variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return losses
+
+    @tf.function
     def _eval(self, x_in, x_target, sigma, mask):
         return self.model.losses(x_in, x_target, sigma, mask)
 
@@ -234,7 +245,8 @@ class Trainer:
                 x_in = self.prep(self.noisy(raw, noise_levels_for(t, epoch, len(raw), rng), rng))
                 for hook in self.batch_hooks:
                     hook(epoch * n_batches + b)
-                losses = self._step(x_in, self.prep(raw), sigma, self.mask)
+                step = self._step_encoder if epoch < t["reference_freeze"] * t["epochs"] else self._step
+                losses = step(x_in, self.prep(raw), sigma, self.mask)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + float(v) / n_batches
                 bar.update(1)
