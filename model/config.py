@@ -94,6 +94,7 @@ class Simulate:
     thickness_A: float = key("[0, inf)", "specimen thickness along the beam (Angstrom; 0: one cell)")
     sampling_A: float = key("(0, inf)", "multislice real-space sampling (Angstrom)")
     slice_thickness_A: float = key("(0, inf)", "multislice slice thickness (Angstrom)")
+    central_share: float = key("[0, 1)", "kinematic: central disk's share of all the electrons (0: use central_disk)")
 
 
 @section("noise")
