@@ -278,3 +278,49 @@ def edge_case_counts(params: PreprocessParams, background=None) -> dict:
     ramp[::b, ::b] = values.reshape(p // b, p // b)
     cases["binned counts across the LUT's end"] = ramp
     return cases
+
+
+# ----------------------------------------------------------------------------- the pipeline stage
+
+def check_frontend(q_run, prj, tests: dict, per_level: int, pixels_per_clock: int, level_name=str) -> dict:
+    """Write the front end into prj and C-simulate it from raw counts both ways against the
+    reference, on up to per_level patterns of every test cube plus the edge cases.
+
+    q_run: the quantized run (model.run.Run with its QKeras encoder); tests: {level: cube path}.
+    Returns the summary's figures: {"geometry", "exact_fraction", "patterns", "per_check",
+    "testbench_exact_fraction", "testbench_patterns", "mismatches", "testbench_mismatches", seconds}."""
+    from model.data_io import open_cube
+    from model.preprocess import to_counts
+    from model.run import check_pattern_size
+
+    params, qenc = q_run.preprocess_params(), q_run.encoder
+    geom = write_frontend(prj, params, pixels_per_clock)
+    lib = CompiledFrontend(prj)
+    checks, tb_counts = [], []
+    for w, path in tests.items():
+        with open_cube(path) as cube:
+            check_pattern_size(cube, params.pattern)
+            index = np.unique(np.linspace(0, len(cube) - 1, min(per_level, len(cube))).astype(int))
+            counts = to_counts(cube.read_patterns(index), params.counts_per_unit, params.count_bits)
+        checks.append((level_name(w), compare_compiled(lib, qenc, params, counts)))
+        tb_counts.append(counts)
+    edges = edge_case_counts(params, tb_counts[-1][0] if tb_counts else None)
+    edge_counts = np.stack(list(edges.values()))
+    checks.append(("edge cases", compare_compiled(lib, qenc, params, edge_counts)))
+    make_tb_data(prj, qenc, params, np.concatenate(tb_counts + [edge_counts]))
+    tb = run_testbench(prj)
+    n = sum(r.n_patterns for _, r in checks)
+    return {
+        "geometry": geom,
+        "edge_cases": list(edges),
+        "patterns": n,
+        "exact_fraction": sum(r.exact_fraction * r.n_patterns for _, r in checks) / n,
+        "per_check": {label: {"patterns": r.n_patterns, "exact_fraction": r.exact_fraction} for label, r in checks},
+        "mismatches": [f"{label}: pattern {i} output {j}: reference {q!r} firmware {f!r}"
+                       for label, r in checks for i, j, q, f in r.mismatches[:5]],
+        "testbench_patterns": tb.n_patterns,
+        "testbench_exact_fraction": tb.exact_fraction,
+        "testbench_mismatches": [f"pattern {i} output {j}: reference {q!r} firmware {f!r}"
+                                 for i, j, q, f in tb.mismatches[:10]],
+        "build_s": round(lib.build_seconds + tb.build_seconds, 1),
+    }

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware import convert, csim
+from firmware import convert, csim, frontend
 from model import train
 from model.config import load_config, stale
 from model.data_io import open_cube
@@ -161,7 +161,9 @@ def convert_run(q_dir, prj, firmware_overrides: dict, cube=None, root: Path = Pa
     summary = firmware_stage(cfg, float_dir, q_dir, Path(prj), tests, Stopwatch())
     write_json(Path(prj) / "summary.json", summary)
     c = summary["csim"]
-    return {"text": format_summary(summary), "exact": c["exact_fraction"] == 1.0 and c["testbench_exact_fraction"] == 1.0}
+    exact = all(c[k] == 1.0 for k in ("exact_fraction", "testbench_exact_fraction", "frontend_exact_fraction",
+                                      "frontend_testbench_exact_fraction"))
+    return {"text": format_summary(summary), "exact": exact}
 
 
 def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: dict, watch: Stopwatch) -> dict:
@@ -209,6 +211,10 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
         convert.make_tb_data(prj, qenc, np.concatenate(tb_inputs + [edges]))
         tb = csim.run_testbench(prj)
 
+    with watch("C-simulation of the front end (raw counts): ctypes library + g++ testbench"):
+        front = frontend.check_frontend(q_run, prj, tests, int(cfg["firmware"]["frontend_patterns_per_level"]),
+                                        int(cfg["firmware"]["frontend_pixels_per_clock"]), level_name)
+
     with watch("strain accuracy"):
         accuracy = {label: {} for label in raw}
         truths = {}
@@ -244,7 +250,11 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                                for label, r in checks},
                  "testbench_patterns": tb.n_patterns, "testbench_exact_fraction": tb.exact_fraction,
                  "testbench_mismatches": [f"pattern {i} output {j}: qkeras {q!r} firmware {f!r}"
-                                          for i, j, q, f in tb.mismatches[:10]]},
+                                          for i, j, q, f in tb.mismatches[:10]],
+                 "frontend_patterns": front["patterns"], "frontend_exact_fraction": front["exact_fraction"],
+                 "frontend_testbench_patterns": front["testbench_patterns"],
+                 "frontend_testbench_exact_fraction": front["testbench_exact_fraction"]},
+        "frontend": front,
         "saturation": saturation,
         "accuracy": accuracy,
         "accuracy_units": {"exx": "strain", "eyy": "strain", "exy": "strain", "theta": "degrees"},
@@ -266,6 +276,10 @@ def format_summary(s: dict) -> str:
              f"C-sim 1 (hls4ml predict vs QKeras): {c['patterns']} patterns, {100 * c['exact_fraction']:.2f} % of outputs bit-exact",
              f"C-sim 2 (myproject_test.cpp, g++):  {c['testbench_patterns']} patterns, "
              f"{100 * c['testbench_exact_fraction']:.2f} % bit-exact",
+             *([f"front end from raw counts (ccstae_top) vs integer preprocessing + QKeras: ctypes "
+                f"{c['frontend_patterns']} patterns {100 * c['frontend_exact_fraction']:.2f} %, testbench "
+                f"{c['frontend_testbench_patterns']} patterns {100 * c['frontend_testbench_exact_fraction']:.2f} % "
+                f"bit-exact"] if "frontend_patterns" in c else []),
              f"saturation vs float twin at the noisiest level: {100 * s['saturation']['stuck_fraction']:.2f} % "
              f"of outputs at the {s['saturation']['output_type']} limits, max deviation "
              f"{s['saturation']['max_abs_deviation']:.3g}{'  OVERFLOW' if s['saturation']['overflow'] else ''}",

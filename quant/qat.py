@@ -11,6 +11,7 @@ the bit widths, the target and achieved sparsity per layer.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -58,7 +59,9 @@ def is_current(q_dir, float_dir, cfg: dict) -> bool:
     if not (q_dir / "DONE").exists() or stale(q_dir / "config.json", cfg, ("quant",)):
         return False
     source = json.loads((q_dir / "input.json").read_text())
-    return source.get("float_encoder_sha256") == encoder_fingerprint(float_dir)
+    # Runs from before the integer input path trained on float inputs: redo them.
+    integer = json.loads((q_dir / "preprocess.json").read_text()).get("input_path") == "counts"
+    return integer and source.get("float_encoder_sha256") == encoder_fingerprint(float_dir)
 
 
 def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, progress=True,
@@ -91,8 +94,11 @@ def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, p
         hooks.append(step_hook)
         select_from = int(np.ceil((end_step + 1) / (n_steps / cfg["train"]["epochs"])))
     reference = np.load(float_run.path / "reference.npy")
+    # The encoder's inputs: the integer front end's (model/preprocess.py), what the firmware computes.
+    integer = dataclasses.replace(float_run.preprocess_params(), input_bits=spec.input_bits,
+                                  input_integer=spec.input_integer, count_bits=int(q["count_bits"]))
     trainer = train.Trainer(cfg, patterns, out_dir, encoder=qenc, scale=float_run.scale, reference=reference,
-                            batch_hooks=hooks, select_from_epoch=select_from,
+                            batch_hooks=hooks, select_from_epoch=select_from, integer_inputs=integer,
                             save_encoder=lambda enc, path: qmodel.save_qencoder(prune.strip(enc), path))
     trainer.write_static()
     write_json(out_dir / "input.json", {"cube": str(cube_path), "dataset": dataset, "float_run": str(float_run.path),
