@@ -30,7 +30,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 def add_simulate_parser(subparsers):
     p = subparsers.add_parser("simulate", help="simulate a strained polycrystal 4D-STEM scan into HDF5",
-                              description="Kinematic 4D-STEM of a strained hexagonal polycrystal, streamed "
+                              description="4D-STEM of a strained polycrystal (kinematic disks, or abTEM multislice "
+                                          "from atoms), streamed "
                                           "row by row into an HDF5 cube with its ground-truth maps.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", default="default", help="config preset: tiny, default, paper (default: default)")
@@ -40,6 +41,9 @@ def add_simulate_parser(subparsers):
     p.add_argument("--counts", type=float, default=None, metavar="C",
                    help="electrons per pattern (default: the config's noise.counts)")
     p.add_argument("--seed", type=int, default=None, help="sample and noise seed (default: simulate.seed)")
+    p.add_argument("--engine", choices=["kinematic", "multislice"], default=None,
+                   help="physics engine (default: simulate.engine); the same sample either way for presets "
+                        "with strain_field = \"displacement\" (ms-*); multislice needs the extra [multislice]")
     p.add_argument("--clean", action="store_true", help="write noise-free patterns (sum 1) for training")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -55,6 +59,8 @@ def run_simulate(args) -> int:
     if args.clean and args.noise != 0:
         raise UserError("--clean writes noise-free patterns: drop --noise")
     cfg = load_config(args.config if args.config is not None else args.preset)
+    if args.engine is not None:
+        cfg["simulate"]["engine"] = args.engine
     out = simulate_scan(cfg, args.out, noise_w=args.noise, counts=args.counts, seed=args.seed,
                         clean=args.clean, overwrite=args.overwrite, progress=not args.no_progress)
     sim = cfg["simulate"]
@@ -108,6 +114,8 @@ def add_train_parser(subparsers):
     p.add_argument("--dataset", help="path of the 4D dataset inside an HDF5 input")
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory, e.g. runs/NAME")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--allow-flat", action="store_true",
+                   help="keep a run whose encoder learned no signal (flat maps) and exit 0 (default: exit 3)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_train)
 
@@ -130,6 +138,12 @@ def run_train(args) -> int:
     run = load_run(args.out)
     print(describe(run.encoder))
     print(f"trained {args.out}: {len(result['history'])} epochs, best validation loss {result['best_val_loss']:.4g}")
+    health = result["health"]
+    print(f"health: {health['verdict']}")
+    if health["flat"] and not args.allow_flat:
+        print(f"ccstae train: error: {args.out}: the encoder collapsed to flat maps (see {args.out}/health.json); "
+              "pass --allow-flat to keep such a run", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -165,6 +179,9 @@ def run_strain(args) -> int:
     res = strain_command(load_run(args.model), args.input, args.out, args.region, args.stat, args.dataset,
                          args.overwrite, progress=not args.no_progress)
     print(f"wrote {res['out']} and {res['png']} ({res['patterns_per_second']:.0f} patterns/s)")
+    sig = res["signal"]
+    print(f"signal: strain spread across the scan {sig['signal']:.3g}" + ("  FLAT: the maps carry no strain signal"
+                                                                         if sig["flat"] else ""))
     return 0
 
 

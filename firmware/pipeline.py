@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware import convert, csim, frontend
-from model import train
+from model import health, train
 from model.config import load_config, stale
 from model.data_io import open_cube
 from model.evaluate import maps_from_raw, truth_maps
@@ -216,6 +216,7 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                                         int(cfg["firmware"]["frontend_pixels_per_clock"]), level_name)
 
     with watch("strain accuracy"):
+        rot = float_run.rot_range  # the rotation bound follows the lattice symmetry
         accuracy = {label: {} for label in raw}
         truths = {}
         for w, path in tests.items():
@@ -224,7 +225,7 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                     truths[w] = truth_maps(cube.ground_truth)
             for label in raw:
                 if w in truths:
-                    accuracy[label][level_name(w)] = mae(maps_from_raw(raw[label][w]), truths[w])
+                    accuracy[label][level_name(w)] = mae(maps_from_raw(raw[label][w], rot_range=rot), truths[w], 2 * rot)
         # Bit-exact with QKeras is not enough: a too-narrow fixed-point range would clip both
         # alike. Compare the firmware with the float twin of the quantized encoder (same pruned
         # weights, no quantizers) on the noisiest test patterns.
@@ -234,7 +235,8 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
             x_hi = q_run.inputs(cube.read_patterns(np.arange(n_hi)))
         saturation = csim.saturation_check(raw["firmware"][w_hi].reshape(-1, 4)[:n_hi],
                                            qmodel.float_twin(qenc).predict(x_hi, verbose=0), hls_model)
-        maps = {"float": maps_from_raw(raw["float"][w_hi]), "firmware": maps_from_raw(raw["firmware"][w_hi])}
+        maps = {"float": maps_from_raw(raw["float"][w_hi], rot_range=rot),
+                "firmware": maps_from_raw(raw["firmware"][w_hi], rot_range=rot)}
         if w_hi in truths:
             maps = {"truth": truths[w_hi], **maps}
         save_maps_png(prj / "strain_maps.png", maps, title=f"{cfg['name']}: strain maps, {level_name(w_hi)}")
@@ -257,6 +259,8 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
         "frontend": front,
         "saturation": saturation,
         "accuracy": accuracy,
+        # model/health.py: strain spread across each test scan; below health.FLAT_STRAIN the maps are flat
+        "signal": {label: {level_name(w): health.map_signal(r, rot) for w, r in raw[label].items()} for label in raw},
         "accuracy_units": {"exx": "strain", "eyy": "strain", "exy": "strain", "theta": "degrees"},
         "times_s": dict(watch.times),
         "project": str(prj),
@@ -285,6 +289,10 @@ def format_summary(s: dict) -> str:
              f"{s['saturation']['max_abs_deviation']:.3g}{'  OVERFLOW' if s['saturation']['overflow'] else ''}",
              "", "strain MAE (theta in degrees) per test noise level w:",
              f"{'w':>5} {'model':>10} " + " ".join(f"{k:>8}" for k in MAPS)]
+    fw_signal = {w: v["signal"] for w, v in s.get("signal", {}).get("firmware", {}).items()}
+    if fw_signal:
+        lines.insert(-2, "signal (firmware strain spread across the scan; flat below "
+                     f"{health.FLAT_STRAIN:g}): " + ", ".join(f"{w} {v:.3g}" for w, v in fw_signal.items()))
     if not s["accuracy"]["float"]:
         lines.append("  (no ground truth in the test cubes)")
     for w in s["accuracy"]["float"]:

@@ -119,9 +119,13 @@ class CubeWriter:
             for r in range(Rx):
                 w.write_rows(r, rows)           # (n, Ry, Q, Q)
             w.write_ground_truth(maps)        # optional
+
+    Resumable (resume=True, for slow engines): rows go to PATH.partial, which records how many
+    rows are done after each write and survives a failure or an interruption; a new writer with
+    the same shape and attributes carries on from `rows_done`, and success renames it to PATH.
     """
 
-    def __init__(self, path, shape, attrs: dict | None = None, overwrite: bool = False):
+    def __init__(self, path, shape, attrs: dict | None = None, overwrite: bool = False, resume: bool = False):
         from model import __version__
 
         self.path, self.shape = Path(path), tuple(int(v) for v in shape)
@@ -129,33 +133,68 @@ class CubeWriter:
             raise ValueError(f"a cube is 4D (Rx, Ry, Qx, Qy), got shape {shape}")
         self.attrs = {"ccstae_version": __version__, "created_by": "model.data_io.CubeWriter"}
         self.attrs.update(attrs or {})
-        self.overwrite = overwrite
+        self.overwrite, self.resume, self.rows_done = overwrite, resume, 0
         self._ctx = None
 
     def __enter__(self):
+        if self.resume:
+            return self._enter_resumable()
         self._ctx = atomic_path(self.path, self.overwrite)
         tmp = self._ctx.__enter__()
         try:
             self.file = h5py.File(tmp, "w")
-            rx, ry, qx, qy = self.shape
-            ry_chunk = max(1, min(ry, CHUNK_BYTES // (qx * qy * 4)))
-            self.data = self.file.create_dataset("datacube", shape=self.shape, dtype="float32",
-                                                 chunks=(1, ry_chunk, qx, qy), compression="gzip",
-                                                 compression_opts=1, shuffle=True)
-            for k, v in self.attrs.items():
-                self.file.attrs[k] = _attr_value(v)
+            self._create(self.file)
         except BaseException as e:
             self._abort(e)
             raise
         return self
 
+    def _create(self, file):
+        rx, ry, qx, qy = self.shape
+        ry_chunk = max(1, min(ry, CHUNK_BYTES // (qx * qy * 4)))
+        self.data = file.create_dataset("datacube", shape=self.shape, dtype="float32",
+                                        chunks=(1, ry_chunk, qx, qy), compression="gzip",
+                                        compression_opts=1, shuffle=True)
+        for k, v in self.attrs.items():
+            file.attrs[k] = _attr_value(v)
+
+    def _enter_resumable(self):
+        check_output(self.path, self.overwrite)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        if self.partial.exists():
+            try:
+                self.file = h5py.File(self.partial, "a")
+                self.data = self.file["datacube"]
+                same = self.data.shape == self.shape and all(
+                    k in ("ccstae_version", "rows_done") or
+                    np.array_equal(np.asarray(self.file.attrs.get(k)), np.asarray(_attr_value(v)))
+                    for k, v in self.attrs.items())
+                self.rows_done = int(self.file.attrs.get("rows_done", 0))
+            except (OSError, KeyError):
+                same = False
+            if not same:
+                if getattr(self, "file", None):
+                    self.file.close()
+                raise UserError(f"{self.partial}: an interrupted run with other settings; delete it to start again")
+        else:
+            self.file = h5py.File(self.partial, "w")
+            self._create(self.file)
+            self.file.attrs["rows_done"] = 0
+        return self
+
     def write_rows(self, r0: int, rows: np.ndarray) -> None:
         rows = np.asarray(rows, np.float32)
         self.data[r0:r0 + len(rows)] = rows
+        if self.resume:
+            self.rows_done = r0 + len(rows)
+            self.file.attrs["rows_done"] = self.rows_done
+            self.file.flush()
 
     def write_ground_truth(self, maps: dict) -> None:
         group = self.file.require_group("ground_truth")
         for k, v in maps.items():
+            if k in group:  # a resumed run that failed after writing them
+                del group[k]
             group.create_dataset(k, data=np.asarray(v))
         if "theta" in group:
             group["theta"].attrs["units"] = "radians"
@@ -167,6 +206,10 @@ class CubeWriter:
 
     def __exit__(self, exc_type, exc, tb):
         self.file.close()
+        if self.resume:  # keep the partial file on failure: the next run carries on from it
+            if exc_type is None:
+                os.replace(self.partial, self.path)
+            return False
         return self._ctx.__exit__(exc_type, exc, tb)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from model import network, strain
+from model import health, network, strain
 from model.data_io import open_cube, write_json
 from model.errors import DataError, UserError
 from model.run import Run, check_pattern_size, predict_raw
@@ -18,10 +18,12 @@ def keras_predictor(encoder, batch_size: int = 256):
     return lambda x: encoder.predict(x, batch_size=batch_size, verbose=0)
 
 
-def maps_from_raw(raw: np.ndarray, region=None, stat: str = "mean") -> dict:
-    """(Rx, Ry, 4) raw encoder outputs -> referenced exx, eyy, exy, theta maps."""
-    return strain.strain_maps(network.matrices_from_raw(raw.reshape(-1, 4)).reshape(*raw.shape[:2], 2, 2),
-                              region, stat)
+def maps_from_raw(raw: np.ndarray, region=None, stat: str = "mean", rot_range: float = network.ROTATION_RANGE) -> dict:
+    """(Rx, Ry, 4) raw encoder outputs -> referenced exx, eyy, exy, theta maps.
+
+    rot_range: the run's rotation bound (Run.rot_range; the default is the hexagonal one)."""
+    m = network.matrices_from_raw(raw.reshape(-1, 4), rot_range)
+    return strain.strain_maps(m.reshape(*raw.shape[:2], 2, 2), region, stat)
 
 
 def truth_maps(gt: dict, region=None, stat: str = "mean") -> dict:
@@ -59,12 +61,15 @@ def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean
         raise UserError(f"{out}: exists (pass --overwrite to replace it)")
     with open_cube(cube_path, dataset=dataset) as cube:
         raw, rate = run_on_cube(run, cube, progress=progress)
-    maps = maps_from_raw(raw, region, stat)
+    maps = maps_from_raw(raw, region, stat, run.rot_range)
+    signal = health.map_signal(raw, run.rot_range)
     write_strain_h5(out, maps, {"model": str(run.path), "input": str(cube_path),
                                 "reference_region": region or "whole scan", "reference_stat": stat,
-                                "patterns_per_second": rate}, overwrite=True)
+                                "patterns_per_second": rate, "signal": signal["signal"],
+                                "flat": signal["flat"]}, overwrite=True)
     strain.save_maps_png(out.with_suffix(".png"), {"strain": maps}, title=f"{Path(cube_path).name} ({run.path.name})")
-    return {"out": str(out), "png": str(out.with_suffix(".png")), "patterns_per_second": rate}
+    return {"out": str(out), "png": str(out.with_suffix(".png")), "patterns_per_second": rate,
+            "signal": signal}
 
 
 def evaluate_command(run: Run, cube_path: Path, out_dir: Path | None = None, region=None, stat="mean",
@@ -75,9 +80,11 @@ def evaluate_command(run: Run, cube_path: Path, out_dir: Path | None = None, reg
             raise DataError(f"{cube_path}: no ground truth in this cube: MAE needs /ground_truth")
         gt = cube.ground_truth
         raw, rate = run_on_cube(run, cube, progress=progress)
-    pred, truth = maps_from_raw(raw, region, stat), truth_maps(gt, region, stat)
+    pred, truth = maps_from_raw(raw, region, stat, run.rot_range), truth_maps(gt, region, stat)
+    flat = {k: np.zeros_like(v) for k, v in truth.items()}
     result = {"model": str(run.path), "input": str(cube_path), "reference_region": region or "whole scan",
-              "mae": strain.mae(pred, truth), "units": {"exx": "strain", "eyy": "strain", "exy": "strain",
+              "mae": strain.mae(pred, truth, 2 * run.rot_range), "flat_map_mae": strain.mae(flat, truth, 2 * run.rot_range),
+              "signal": health.map_signal(raw, run.rot_range), "units": {"exx": "strain", "eyy": "strain", "exy": "strain",
                                                         "theta": "degrees"},
               "patterns_per_second": rate}
     out_dir = Path(out_dir) if out_dir else run.path / "evaluate"
@@ -85,7 +92,7 @@ def evaluate_command(run: Run, cube_path: Path, out_dir: Path | None = None, reg
     stem = cube_path.stem
     write_json(out_dir / f"{stem}.json", result)
     strain.save_maps_png(out_dir / f"{stem}.png", {"prediction": pred, "truth": truth,
-                                                   "abs error": strain.errors(pred, truth)},
+                                                   "abs error": strain.errors(pred, truth, 2 * run.rot_range)},
                          title=f"{cube_path.name}: MAE exx {result['mae']['exx']:.4f} eyy {result['mae']['eyy']:.4f}"
                                f" exy {result['mae']['exy']:.4f} theta {result['mae']['theta']:.2f} deg")
     result["json"], result["png"] = str(out_dir / f"{stem}.json"), str(out_dir / f"{stem}.png")

@@ -13,10 +13,17 @@ from tensorflow import keras
 N_OUTPUTS = 4  # scale_x, scale_y, shear, rotation (raw, before bounding)
 
 # Bounded parametrisation of the reference work: scales 1 +- 5 %, symmetric shear +- 0.1,
-# rotation +- 30 degrees, i.e. the whole range that hexagonal symmetry (60 degrees) leaves.
+# rotation +- half the lattice's rotational period: +- 30 degrees for hexagonal symmetry
+# (60 degrees, the default), +- 45 for square, +- 90 for rectangular (only 180 degrees).
 SCALE_RANGE = 0.05
 SHEAR_RANGE = 0.1
 ROTATION_RANGE = np.pi / 6
+SYMMETRY_FOLDS = {"hexagonal": 6, "square": 4, "rectangular": 2}
+
+
+def rotation_range(symmetry: str) -> float:
+    """Half the rotational period of a lattice symmetry (radians)."""
+    return float(np.pi / SYMMETRY_FOLDS[symmetry])
 
 
 def build_encoder(pattern: int, filters=(8, 16, 16), dense=(32,), name: str = "encoder") -> keras.Model:
@@ -57,22 +64,22 @@ def describe(encoder: keras.Model) -> str:
     return f"{encoder.name}: {encoder.count_params():,} parameters, {count_macs(encoder):,} multiplications per pattern"
 
 
-def bound_affine(raw):
+def bound_affine(raw, rot_range: float = ROTATION_RANGE):
     """Raw encoder outputs (N, 4) -> (scale_x, scale_y, shear, rotation) in physical bounds.
 
-    Works on numpy arrays and tensors alike.
+    Works on numpy arrays and tensors alike. rot_range: the run's rotation bound (radians).
     """
     tanh = tf.math.tanh if tf.is_tensor(raw) else np.tanh
     sx = 1.0 + SCALE_RANGE * tanh(raw[:, 0])
     sy = 1.0 + SCALE_RANGE * tanh(raw[:, 1])
     sh = SHEAR_RANGE * tanh(raw[:, 2])
-    rot = ROTATION_RANGE * tanh(raw[:, 3])
+    rot = rot_range * tanh(raw[:, 3])
     return sx, sy, sh, rot
 
 
-def matrices_from_raw(raw: np.ndarray) -> np.ndarray:
+def matrices_from_raw(raw: np.ndarray, rot_range: float = ROTATION_RANGE) -> np.ndarray:
     """Raw encoder outputs (N, 4) -> affine matrices (N, 2, 2), numpy (host side)."""
-    sx, sy, sh, rot = bound_affine(np.asarray(raw, np.float64))
+    sx, sy, sh, rot = bound_affine(np.asarray(raw, np.float64), rot_range)
     c, s = np.cos(rot), np.sin(rot)
     rmat = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
     sym = np.stack([np.stack([sx, sh], -1), np.stack([sh, sy], -1)], -2)
@@ -87,8 +94,9 @@ class CCSTAE(tf.Module):
     reference, and the reference warped into the pattern frame must match the pattern.
     """
 
-    def __init__(self, encoder: keras.Model, reference: np.ndarray):
+    def __init__(self, encoder: keras.Model, reference: np.ndarray, rot_range: float = ROTATION_RANGE):
         super().__init__(name="ccstae")
+        self.rot_range = float(rot_range)
         from model import stn  # local: keeps `import model.network` light for quant/firmware
 
         self._stn = stn
@@ -106,14 +114,18 @@ class CCSTAE(tf.Module):
 
     def matrices(self, x, training=False):
         raw = self.encoder(x, training=training)
-        sx, sy, sh, rot = bound_affine(raw)
+        sx, sy, sh, rot = bound_affine(raw, self.rot_range)
         return self._stn.affine_matrix(sx, sy, sh, rot), raw
 
-    def losses(self, x_in, x_target, sigma, mask, training=False):
+    def losses(self, x_in, x_target, sigma, mask, training=False, identity=False):
         """Self-supervised losses. x_in: encoder input (noisy); x_target: the pattern before
-        injected noise, which real data has too (it is the measured pattern itself)."""
+        injected noise, which real data has too (it is the measured pattern itself).
+        identity=True: the loss of the identity warp with this reference (the floor a
+        collapsed encoder sits at; model/health.py compares the two)."""
         stn = self._stn
         m, raw = self.matrices(x_in, training=training)
+        if identity:
+            m = tf.eye(2, batch_shape=tf.shape(m)[:1], dtype=m.dtype)
         ref = tf.broadcast_to(self.reference[None], tf.shape(x_target))
         blur_ref = stn.gaussian_blur(ref, sigma)
         to_ref = stn.gaussian_blur(stn.warp(x_target, m), sigma)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from model import preprocess
+from model import network, preprocess
 from model.errors import DataError, UserError
 
 
@@ -22,13 +22,23 @@ class Run:
     scale: float
     encoder: object  # keras.Model
     crop: int = 0
+    prep: dict | None = None  # preprocess.json as saved (mask, lattice, measured figures)
     # Set for runs trained on the integer front end's inputs (QAT): their inputs come from it too.
     integer_inputs: preprocess.PreprocessParams | None = None
+
+    @property
+    def mask(self) -> dict | None:
+        return (self.prep or {}).get("mask")
+
+    @property
+    def rot_range(self) -> float:
+        """The encoder's rotation bound (radians): hexagonal (+-30 deg) for runs made before it was saved."""
+        return float((self.prep or {}).get("lattice", {}).get("rotation_range", network.ROTATION_RANGE))
 
     def inputs(self, patterns: np.ndarray) -> np.ndarray:
         if self.integer_inputs is not None:
             return preprocess.preprocess_integer(patterns, self.integer_inputs)
-        return preprocess.preprocess(patterns, self.scale, self.binning, self.crop)
+        return preprocess.preprocess(patterns, self.scale, self.binning, self.crop, self.mask)
 
     def preprocess_params(self) -> preprocess.PreprocessParams:
         """The integer front end's parameters of this run (runs saved before it: today's defaults)."""
@@ -56,7 +66,7 @@ def load_run(path, load_encoder=None) -> Run:
     config = json.loads((path / "config.json").read_text())
     integer = preprocess.PreprocessParams.from_run(path, config) if pre.get("input_path") == "counts" else None
     return Run(path, config, int(pre["pattern"]), int(pre["binning"]), float(pre["scale"]), encoder,
-               int(pre.get("crop", 0)), integer)
+               int(pre.get("crop", 0)), pre, integer)
 
 
 def check_pattern_size(cube, pattern: int) -> None:

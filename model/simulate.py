@@ -67,6 +67,21 @@ class SimParams:
     central_disk: float
     jitter_px: float
     seed: int
+    # The sample and the engine (defaults reproduce the original kinematic simulator)
+    engine: str = "kinematic"
+    crystal: str = "none"
+    lattice: str = "hexagonal"
+    lattice_constant_b: float = 0.0
+    strain_field: str = "independent"
+    scan_step_A: float = 1.0
+    thickness_A: float = 0.0
+    sampling_A: float = 0.1
+    slice_thickness_A: float = 1.0
+
+    OPTIONAL = ("engine", "crystal", "lattice", "lattice_constant_b", "strain_field", "scan_step_A",
+                "thickness_A", "sampling_A", "slice_thickness_A")
+    CHOICES = {"engine": ("kinematic", "multislice"), "lattice": ("hexagonal", "square", "rectangular"),
+               "strain_field": ("independent", "displacement")}
 
     @classmethod
     def from_config(cls, sim: dict) -> "SimParams":
@@ -74,7 +89,7 @@ class SimParams:
         def bad(key, why):
             return UserError(f"config simulate.{key} = {sim.get(key)!r}: {why}")
 
-        missing = [f for f in cls.__dataclass_fields__ if f not in sim]
+        missing = [f for f in cls.__dataclass_fields__ if f not in sim and f not in cls.OPTIONAL]
         if missing:
             raise UserError(f"config [simulate] is missing {', '.join(missing)}")
         scan = sim["scan"]
@@ -86,10 +101,15 @@ class SimParams:
             v = sim[key]
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise bad(key, f"must be an integer >= {low}")
+        sim = {**{k: cls.__dataclass_fields__[k].default for k in cls.OPTIONAL}, **sim}
+        for key, allowed in cls.CHOICES.items():
+            if sim[key] not in allowed:
+                raise bad(key, f"must be one of {', '.join(map(repr, allowed))}")
         positive = ["strain_correlation", "lattice_constant", "beam_energy_kv", "camera_length_mm",
-                    "detector_pixel_um", "convergence_mrad", "disk_edge_px"]
+                    "detector_pixel_um", "convergence_mrad", "disk_edge_px", "scan_step_A", "sampling_A",
+                    "slice_thickness_A"]
         non_negative = ["grain_rotation_deg", "rotation_field_deg", "strain_amplitude",
-                        "intensity_decay", "central_disk", "jitter_px"]
+                        "intensity_decay", "central_disk", "jitter_px", "lattice_constant_b", "thickness_A"]
         for key in positive + non_negative:
             v = sim[key]
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
@@ -100,8 +120,15 @@ class SimParams:
                 raise bad(key, "must be >= 0")
         if sim["strain_amplitude"] >= 0.5:
             raise bad("strain_amplitude", "must be < 0.5 (a strain, not a percentage)")
-        p = cls(scan=tuple(int(v) for v in scan), **{k: (float(sim[k]) if k not in ints else int(sim[k]))
-                                                      for k in cls.__dataclass_fields__ if k != "scan"})
+        p = cls(scan=tuple(int(v) for v in scan),
+                **{k: (int(sim[k]) if k in ints else sim[k] if k in cls.CHOICES or k == "crystal" else float(sim[k]))
+                   for k in cls.__dataclass_fields__ if k != "scan"})
+        from model.crystal import check_crystal
+        check_crystal(p.crystal, p.thickness_A)
+        if p.engine == "multislice" and p.crystal == "none":
+            raise bad("crystal", "the multislice engine needs atoms: name a crystal (see model/crystal.py)")
+        if p.engine == "multislice" and p.strain_field != "displacement":
+            raise bad("strain_field", "the multislice engine moves atoms: set strain_field = \"displacement\"")
         if p.g1_px + p.disk_radius_px >= p.pattern / 2:
             raise UserError(f"config [simulate]: first-order disks at {p.g1_px:.1f} px (radius "
                             f"{p.disk_radius_px:.1f} px) do not fit on a {p.pattern} px detector; "
@@ -166,10 +193,16 @@ def _smooth_field(rng, shape, sigma, amplitude):
 def ground_truth_maps(sim_cfg) -> dict:
     """Maps of the sample: exx, eyy, exy, theta (radians) as (Rx, Ry) float32, grain int32.
 
+    strain_field = "displacement": from the gradient of one displacement field (model/sample.py),
+    the sample the multislice engine builds. "independent" (the original simulator, below):
+
     theta = grain rotation (uniform in +-grain_rotation_deg) + a smooth rotation field of
     amplitude rotation_field_deg. The strain field is one smooth field across grains.
     """
     p = sim_params(sim_cfg)
+    if p.strain_field == "displacement":
+        from model.sample import displacement_ground_truth
+        return displacement_ground_truth(p)
     rng = np.random.default_rng([p.seed, 0])
     rx, ry = p.scan
     seeds = rng.uniform([0, 0], [rx, ry], size=(p.n_grains, 2))
@@ -285,6 +318,9 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
     C = counts (default noise.counts). rows: simulate only the first `rows` scan rows
     (previews, benchmarks). Only one scan row of patterns is ever in memory, and the file
     appears atomically at the end (no partial file on failure).
+
+    simulate.engine = "multislice" hands the rows to model/multislice.py (abTEM); its rows go
+    to OUT.partial first, and a run interrupted there resumes from its last finished row.
     """
     from model import data_io, noise
 
@@ -315,6 +351,22 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
     attrs.update({f"simulate.{k}": v for k, v in asdict(p).items()})
     attrs.update({f"noise.{k}": v for k, v in cfg["noise"].items()})
     attrs.update(p.geometry())
+
+    if p.engine == "multislice":
+        from model import multislice
+
+        multislice.import_abtem()  # fail early, before any file appears
+        attrs.update({"engine": "multislice", "specimen_extent_A": multislice.specimen_extent(p),
+                      "margin_A": multislice.margin_A(p)})
+
+        def noisy(r, row):  # one generator per row, so a resumed run draws the same noise
+            rng = np.random.default_rng([p.seed, 2, r])
+            return row if clean else noise.add_noise(row, noise_w, counts, rng, gamma_frac=gamma)
+
+        with data_io.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite,
+                                resume=True) as w:
+            multislice.simulate_rows(p, w, gt, noisy, progress=progress)
+        return out_path
 
     with data_io.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite) as w:
         for r in tqdm(range(rx), desc="simulate", unit="row", disable=not progress, dynamic_ncols=True):

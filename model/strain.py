@@ -10,7 +10,8 @@ exactly for the mean, which is linear; an element-wise median is robust to outli
 (grain boundaries) but not equivariant, so it leaves a bias of the order of the strain
 spread in the region: `stat="median"` is offered, the mean is the default.
 
-Rotation is only defined modulo 60 degrees for a hexagonal lattice: errors are wrapped.
+Rotation is only defined modulo the lattice's rotational period (60 degrees hexagonal, 90
+square, 180 rectangular): errors are wrapped by it.
 """
 from __future__ import annotations
 
@@ -66,22 +67,29 @@ def ground_truth_matrices(gt: dict) -> np.ndarray:
     return rot @ np.swapaxes(np.linalg.inv(np.eye(2) + eps), -1, -2)
 
 
-def wrap_hexagonal(angle: np.ndarray) -> np.ndarray:
-    """Wrap angles (radians) to [-30, 30) degrees: a hexagonal lattice repeats every 60."""
-    period = np.pi / 3
+HEXAGONAL_PERIOD = np.pi / 3
+
+
+def wrap_angle(angle: np.ndarray, period: float = HEXAGONAL_PERIOD) -> np.ndarray:
+    """Wrap angles (radians) to [-period/2, period/2): a lattice repeats every period."""
     return (angle + period / 2) % period - period / 2
 
 
-def errors(pred: dict, truth: dict) -> dict:
-    """Absolute error maps; theta's in degrees, wrapped modulo 60 degrees."""
+def wrap_hexagonal(angle: np.ndarray) -> np.ndarray:
+    """Wrap angles (radians) to [-30, 30) degrees: a hexagonal lattice repeats every 60."""
+    return wrap_angle(angle, HEXAGONAL_PERIOD)
+
+
+def errors(pred: dict, truth: dict, period: float = HEXAGONAL_PERIOD) -> dict:
+    """Absolute error maps; theta's in degrees, wrapped modulo the lattice's rotational period."""
     out = {k: np.abs(pred[k] - truth[k]) for k in ("exx", "eyy", "exy")}
-    out["theta"] = np.degrees(np.abs(wrap_hexagonal(pred["theta"] - truth["theta"])))
+    out["theta"] = np.degrees(np.abs(wrap_angle(pred["theta"] - truth["theta"], period)))
     return out
 
 
-def mae(pred: dict, truth: dict) -> dict:
+def mae(pred: dict, truth: dict, period: float = HEXAGONAL_PERIOD) -> dict:
     """Mean absolute error per map (strain as a fraction, theta in degrees)."""
-    return {k: float(np.mean(v)) for k, v in errors(pred, truth).items()}
+    return {k: float(np.mean(v)) for k, v in errors(pred, truth, period).items()}
 
 
 def save_maps_png(path: Path, rows: dict, title: str = "") -> None:

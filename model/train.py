@@ -6,10 +6,12 @@ it, is never read here.
 
 A run directory holds:
     config.json        the effective config
-    preprocess.json    pattern size, binning, crop and the input scale s (model/preprocess.py)
+    preprocess.json    pattern size, binning, crop, the input scale s, the central-disk mask and
+                       the measured lattice (symmetry, rotation bound) (model/preprocess.py)
     encoder.h5         the best encoder (lowest validation loss), Keras 2 HDF5
     reference.npy      the learned reference pattern (encoder input space)
     history.json       losses per epoch
+    health.json        did the encoder learn anything (model/health.py)
     checkpoints/       the last state (weights, optimizer, epoch) for --resume
     DONE               written last: the run finished
 """
@@ -24,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from model import network, noise, preprocess, stn
+from model import health, lattice, network, noise, preprocess, stn
 from model.data_io import open_cube, write_json
 from model.errors import UserError
 
@@ -46,6 +48,13 @@ def validate_train_config(cfg: dict) -> None:
         raise UserError("config train.val_fraction must be in (0, 0.5)")
     if not 0 <= t["mask_inner"] < t["mask_outer"] <= 0.5:
         raise UserError("config train: need 0 <= mask_inner < mask_outer <= 0.5")
+    m = cfg["model"]
+    if m["central_mask"] not in preprocess.CENTRAL_MASKS:
+        raise UserError(f"config model.central_mask '{m['central_mask']}' is not one of "
+                        f"{', '.join(preprocess.CENTRAL_MASKS)}")
+    if m["lattice_symmetry"] not in lattice.SYMMETRIES:
+        raise UserError(f"config model.lattice_symmetry '{m['lattice_symmetry']}' is not one of "
+                        f"{', '.join(lattice.SYMMETRIES)}")
 
 
 def noise_levels_for(t: dict, epoch: int, n: int, rng: np.random.Generator):
@@ -84,12 +93,12 @@ def load_patterns(cube_path: Path, t: dict, seed: int, dataset: str | None = Non
 
 class Trainer:
     """Trains a CC-ST-AE. quant/ reuses it for quantization-aware training by handing in its
-    own encoder, the float run's input scale and reference, per-batch hooks (the pruning
-    step) and a save function."""
+    own encoder, the float run's preprocessing parameters (`prep`, its preprocess.json) and
+    reference, per-batch hooks (the pruning step) and a save function."""
 
     def __init__(self, cfg: dict, patterns: np.ndarray, run_dir: Path, encoder=None, scale=None,
                  reference=None, batch_hooks=(), save_encoder=None, select_from_epoch: int = 1,
-                 integer_inputs: preprocess.PreprocessParams | None = None):
+                 prep: dict | None = None, integer_inputs: preprocess.PreprocessParams | None = None):
         validate_train_config(cfg)
         self.cfg, self.t, self.run_dir = cfg, cfg["train"], Path(run_dir)
         t, m = self.t, cfg["model"]
@@ -104,16 +113,20 @@ class Trainer:
         if self.crop < 0 or self.pattern < 16:
             raise UserError(f"config model.input_crop {self.crop}: the encoder input would be {self.pattern} pixels"
                             " (need >= 16)")
-        if scale is None:
-            scale = preprocess.fit_scale(patterns[:: max(1, len(patterns) // 2000)], self.binning, self.crop)
-        self.scale = float(scale)
+        self.counts, self.gamma = float(cfg["noise"]["counts"]), float(cfg["noise"]["lorentz_gamma"])
+        if prep is None and scale is not None:  # a scale alone: the form before issue 11 (no mask)
+            prep = {"pattern": self.detector_pattern, "binning": self.binning, "crop": self.crop,
+                    "scale": float(scale), "lut": "sqrt", "mask": {"kind": "none"}}
+        if prep is None:
+            prep = self.fit_preprocess(patterns, m, t)
+        self.prep_params = dict(prep)
+        self.scale, self.prep_mask = float(prep["scale"]), prep.get("mask")
         self.batch_hooks = list(batch_hooks)
         # Model selection considers epochs from this one on (QAT: once pruning reached its target).
         self.select_from_epoch = int(select_from_epoch)
         self.save_encoder = save_encoder or (lambda enc, path: enc.save(path, save_format="h5", include_optimizer=False))
-        self.counts, self.gamma = float(cfg["noise"]["counts"]), float(cfg["noise"]["lorentz_gamma"])
         # QAT: the encoder's inputs come from the integer front end's reference (counts -> binned
-        # counts -> LUT), so training sees bit for bit what the firmware will; targets stay float.
+        # counts -> mask -> LUT), so training sees bit for bit what the firmware will; targets stay float.
         self.integer_inputs = integer_inputs
 
         rng = np.random.default_rng(t["seed"])
@@ -133,8 +146,16 @@ class Trainer:
             x = self.prep(self.train_raw[: min(len(self.train_raw), 4000)])
             d = np.mean((x - x[:1]) ** 2, axis=(1, 2, 3))
             reference = x[np.argsort(d)[:16]].mean(axis=0)
-        self.model = network.CCSTAE(encoder, reference)
-        self.mask = stn.annular_mask(self.pattern, t["mask_inner"] * self.pattern, t["mask_outer"] * self.pattern)
+        if "lattice" not in self.prep_params:
+            self.prep_params["lattice"] = self.fit_lattice(reference[..., 0], m["lattice_symmetry"])
+        self.rot_range = float(self.prep_params["lattice"]["rotation_range"])
+        self.model = network.CCSTAE(encoder, reference, self.rot_range)
+        # The loss ignores the central disk: at least mask_inner of the pattern, and at least
+        # one pixel beyond the input mask (the warp moves the mask's edge by a fraction of a pixel).
+        inner = t["mask_inner"] * self.pattern
+        if self.prep_mask and self.prep_mask.get("kind") == "disk":
+            inner = max(inner, float(self.prep_mask["radius"]) + 1.0)
+        self.mask = stn.annular_mask(self.pattern, inner, t["mask_outer"] * self.pattern)
         self.optimizer = tf.keras.optimizers.Adam(t["learning_rate"])
         self.epoch = tf.Variable(0, dtype=tf.int64)
         self.best_val = tf.Variable(np.inf, dtype=tf.float64)
@@ -142,13 +163,33 @@ class Trainer:
                                         optimizer=self.optimizer, epoch=self.epoch, best_val=self.best_val)
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.run_dir / "checkpoints"), max_to_keep=2)
 
+    def fit_preprocess(self, patterns, m, t) -> dict:
+        """Measure the preprocessing on a sample of the training patterns. s comes from that
+        sample with the strongest training noise injected, so noisy inputs do not saturate
+        the input quantizer."""
+        sample = patterns[:: max(1, len(patterns) // 2000)]
+        levels = [0.0] if t["noise_mode"] == "none" else t["noise_levels"]
+        noisy = self.noisy(sample, np.full(len(sample), max(levels)), np.random.default_rng(t["seed"] + 7))
+        try:
+            return preprocess.fit_preprocess(sample, self.binning, self.crop, m["central_mask"], scale_patterns=noisy)
+        except ValueError as e:
+            raise UserError(f"training patterns: {e}") from None
+
+    @staticmethod
+    def fit_lattice(reference: np.ndarray, configured: str) -> dict:
+        measured, corr = lattice.measure_symmetry(reference)
+        symmetry = measured if configured == "auto" else configured
+        return {"symmetry": symmetry, "configured": configured, "measured": measured,
+                "rotation_correlation": {str(k): round(v, 4) for k, v in corr.items()},
+                "rotation_range": network.rotation_range(symmetry)}
+
     def noisy(self, raw, levels, rng):
         if levels is None:
             return raw
         return noise.add_noise(raw, levels, self.counts, rng, gamma_frac=self.gamma)
 
     def prep(self, raw):
-        return preprocess.preprocess(raw, self.scale, self.binning, self.crop)
+        return preprocess.preprocess(raw, self.scale, self.binning, self.crop, self.prep_mask)
 
     def encoder_inputs(self, raw):
         if self.integer_inputs is None:
@@ -226,18 +267,32 @@ class Trainer:
         bar.close()
         if not (run / "encoder.h5").exists():  # no epoch was eligible for selection: keep the last
             self.save_best()
+        report = self.health()
+        write_json(run / "health.json", report)
         write_json(run / "DONE", {"epochs": int(self.epoch.numpy()), "best_val_loss": float(self.best_val.numpy())})
-        return {"history": history, "best_val_loss": float(self.best_val.numpy())}
+        return {"history": history, "best_val_loss": float(self.best_val.numpy()), "health": report}
+
+    def health(self) -> dict:
+        """Did the best encoder learn anything? (model/health.py) On the validation patterns."""
+        last = self.model.encoder.get_weights(), self.model.reference_logit.numpy()
+        if getattr(self, "_best", None) is not None:
+            self.model.encoder.set_weights(self._best[0])
+            self.model.reference_logit.assign(self._best[1])
+        level = max(self.t["noise_levels"]) if self.t["noise_mode"] != "none" else 0.0
+        try:
+            return health.training_health(self.model, self.val_raw, self.prep, self.noisy, self.mask,
+                                          float(self.t["blur_end"]), level, seed=int(self.t["seed"]))
+        finally:
+            self.model.encoder.set_weights(last[0])
+            self.model.reference_logit.assign(last[1])
 
     def write_static(self):
         run = self.run_dir
         run.mkdir(parents=True, exist_ok=True)
         write_json(run / "config.json", self.cfg)
-        pre = {"pattern": self.detector_pattern, "binning": self.binning, "crop": self.crop, "scale": self.scale}
+        pre = dict(self.prep_params)
         if self.integer_inputs is not None:
             pre.update(self.integer_inputs.to_json(), input_path="counts")
-            if self.integer_inputs.mask is not None:
-                np.save(run / "mask.npy", self.integer_inputs.mask)
         write_json(run / "preprocess.json", pre)
 
     def save_best(self):
@@ -245,6 +300,7 @@ class Trainer:
         tmp = run / "encoder.tmp.h5"
         self.save_encoder(self.model.encoder, tmp)
         os.replace(tmp, run / "encoder.h5")
+        self._best = self.model.encoder.get_weights(), self.model.reference_logit.numpy()
         np.save(run / "reference.tmp.npy", self.model.reference.numpy())
         os.replace(run / "reference.tmp.npy", run / "reference.npy")
 

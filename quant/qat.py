@@ -97,8 +97,9 @@ def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, p
     # The encoder's inputs: the integer front end's (model/preprocess.py), what the firmware computes.
     integer = dataclasses.replace(float_run.preprocess_params(), input_bits=spec.input_bits,
                                   input_integer=spec.input_integer, count_bits=int(q["count_bits"]))
-    trainer = train.Trainer(cfg, patterns, out_dir, encoder=qenc, scale=float_run.scale, reference=reference,
-                            batch_hooks=hooks, select_from_epoch=select_from, integer_inputs=integer,
+    trainer = train.Trainer(cfg, patterns, out_dir, encoder=qenc, scale=float_run.scale, prep=float_run.prep,
+                            reference=reference, integer_inputs=integer,
+                            batch_hooks=hooks, select_from_epoch=select_from,
                             save_encoder=lambda enc, path: qmodel.save_qencoder(prune.strip(enc), path))
     trainer.write_static()
     write_json(out_dir / "input.json", {"cube": str(cube_path), "dataset": dataset, "float_run": str(float_run.path),

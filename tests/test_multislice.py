@@ -1,0 +1,116 @@
+"""The multislice engine (abTEM) on the ms-tiny preset: physics of the patterns, resume, errors."""
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from model import simulate
+from model.config import load_config
+from model.errors import UserError
+
+pytest.importorskip("abtem")
+
+
+def ms_config(**sim):
+    cfg = load_config("ms-tiny")
+    cfg["simulate"].update(sim)
+    return cfg
+
+
+def disk_centroid(img, centre, radius):
+    rows, cols = np.mgrid[:img.shape[0], :img.shape[1]]
+    w = img * (((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) <= radius**2)
+    return np.array([(w * rows).sum(), (w * cols).sum()]) / w.sum(), w.sum()
+
+
+@pytest.fixture(scope="module")
+def grain_scan(tmp_path_factory):
+    # One grain rotated by several degrees and a 4 % strain field: disks move by up to ~2 px.
+    cfg = ms_config(grain_rotation_deg=10.0, strain_amplitude=0.04, seed=3)
+    out = simulate.simulate_scan(cfg, tmp_path_factory.mktemp("ms") / "ms.h5", clean=True, progress=False)
+    with h5py.File(out) as f:
+        data = f["datacube"][:]
+        gt = {k: f["ground_truth"][k][:] for k in ("exx", "eyy", "exy", "theta")}
+        detected = f["detected_fraction"][:]
+        assert f.attrs["engine"] == "multislice"
+    return cfg, data, gt, detected
+
+
+def test_patterns_sum_to_one_and_central_disk_dominates(grain_scan):
+    cfg, data, gt, detected = grain_scan
+    p = simulate.sim_params(cfg)
+    assert data.shape == (4, 4, 32, 32)
+    np.testing.assert_allclose(data.sum(axis=(2, 3)), 1.0, atol=1e-5)
+    assert np.all(detected > 0.98)  # the detector catches nearly every electron of a monolayer
+    centres = simulate.disk_centres(p, gt["exx"], gt["eyy"], gt["exy"], gt["theta"])  # (4, 4, D, 2)
+    radius = p.disk_radius_px + 1.5
+    central = [disk_centroid(data[i, j], centres[i, j, 0], radius)[1] for i in range(4) for j in range(4)]
+    first = [disk_centroid(data[i, j], centres[i, j, k], radius)[1] for i in range(4) for j in range(4)
+             for k in range(1, 7)]
+    # A MoS2 monolayer: ~99 % of the electrons stay in the central disk, each first-order disk ~0.05 %.
+    assert 0.98 < np.mean(central) < 0.999
+    assert 1e-4 < np.mean(first) < 2e-3
+    assert np.std(first) / np.mean(first) < 0.1  # the six {100} disks of a monolayer are equally bright
+
+
+def test_disks_follow_the_ground_truth_strain_and_rotation(grain_scan):
+    cfg, data, gt, _ = grain_scan
+    p = simulate.sim_params(cfg)
+    centres = simulate.disk_centres(p, gt["exx"], gt["eyy"], gt["exy"], gt["theta"])
+    unstrained = simulate.disk_centres(p, 0, 0, 0, 0)
+    radius = p.disk_radius_px + 1.5
+    err, moved = [], []
+    for i in range(4):
+        for j in range(4):
+            for k in range(1, 7):
+                err.append(disk_centroid(data[i, j], centres[i, j, k], radius)[0] - centres[i, j, k])
+                moved.append(np.hypot(*(centres[i, j, k] - unstrained[k])))
+    assert max(moved) > 1.0  # the sample really moves the disks...
+    assert np.abs(np.array(err)).max() < 0.1  # ...and they sit where R(theta)(I+eps)^-T g puts them
+
+
+def test_an_interrupted_run_resumes(tmp_path, monkeypatch):
+    from model import multislice
+
+    cfg = ms_config(scan=[3, 2])
+    whole = simulate.simulate_scan(cfg, tmp_path / "whole.h5", noise_w=0.2, counts=1e4, progress=False)
+    real_row = multislice.Engine.row
+    done = []
+
+    def failing_row(self, r, jitter=None):
+        if r == 2:
+            raise KeyboardInterrupt
+        done.append(r)
+        return real_row(self, r, jitter)
+
+    out = tmp_path / "resumed.h5"
+    monkeypatch.setattr(multislice.Engine, "row", failing_row)
+    with pytest.raises(KeyboardInterrupt):
+        simulate.simulate_scan(cfg, out, noise_w=0.2, counts=1e4, progress=False)
+    assert not out.exists() and (tmp_path / "resumed.h5.partial").exists()
+    done.clear()
+    monkeypatch.setattr(multislice.Engine, "row", lambda self, r, jitter=None: (done.append(r), real_row(self, r, jitter))[1])
+    simulate.simulate_scan(cfg, out, noise_w=0.2, counts=1e4, progress=False)
+    assert done == [2]  # only the missing row was simulated again
+    assert not (tmp_path / "resumed.h5.partial").exists()
+    with h5py.File(whole) as a, h5py.File(out) as b:
+        np.testing.assert_array_equal(a["datacube"][:], b["datacube"][:])
+        np.testing.assert_array_equal(a["ground_truth/exx"][:], b["ground_truth/exx"][:])
+
+
+def test_multislice_needs_atoms_and_a_displacement_field():
+    with pytest.raises(UserError, match="simulate.crystal"):
+        simulate.sim_params(dict(load_config("default")["simulate"], engine="multislice"))
+    with pytest.raises(UserError, match="simulate.strain_field"):
+        simulate.sim_params(dict(load_config("ms-tiny")["simulate"], strain_field="independent"))
+
+
+def test_missing_abtem_is_one_line_naming_the_extra(tmp_path):
+    code = ("import sys; sys.modules['abtem'] = None; sys.argv = ['ccstae', 'simulate', '--preset', 'ms-tiny', "
+            f"'--out', '{tmp_path / 'x.h5'}']; import ccstae_cli; sys.exit(ccstae_cli.main())")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and ".[multislice]" in res.stderr
+    assert not (tmp_path / "x.h5").exists() and not (tmp_path / "x.h5.partial").exists()
