@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware import convert, csim, frontend
+from firmware import convert, csim, frontend, frontend_estimate
+from firmware import estimate as resource_estimate
 from model import health, train
 from model.config import load_config, stale
 from model.data_io import open_cube
@@ -214,6 +215,7 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
     with watch("C-simulation of the front end (raw counts): ctypes library + g++ testbench"):
         front = frontend.check_frontend(q_run, prj, tests, int(cfg["firmware"]["frontend_patterns_per_level"]),
                                         int(cfg["firmware"]["frontend_pixels_per_clock"]), level_name)
+        front["estimate"] = frontend_estimate.summary(front["geometry"], resource_estimate.estimate(hls_model))
 
     with watch("strain accuracy"):
         rot = float_run.rot_range  # the rotation bound follows the lattice symmetry
@@ -269,6 +271,24 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
 
 
 
+def _frontend_lines(s: dict) -> list:
+    """Per camera: does front end + encoder keep up at the raw pixel rate (estimates)."""
+    est = (s.get("frontend") or {}).get("estimate")
+    if not est:
+        return []
+    lines = [f"front end + encoder ({est['kind']}): per camera, raw px/clock needed -> built, keeps up raw/binned, "
+             f"largest share of xcku115"]
+    for r in est["detectors"]:
+        if "total" in r:
+            frac = r["part_fraction"]
+            worst = max(frac, key=lambda k: frac[k] or 0)
+            lines.append(f"  {r['detector']:<24} {r['raw_pixels']}x{r['raw_pixels']} b{r['binning']}: "
+                         f"{r['needed_pixels_per_clock']:.2f} -> {r['pixels_per_clock']} px/clock, "
+                         f"{r['patterns_per_s']:,.0f} patterns/s, raw {'yes' if r['keeps_up_raw'] else 'NO'}, "
+                         f"binned {'yes' if r['keeps_up_binned'] else 'NO'}, {100 * frac[worst]:.1f} % {worst}")
+    return lines
+
+
 def level_name(w) -> str:
     return f"w={w:g}" if isinstance(w, float) else str(w)
 
@@ -284,6 +304,7 @@ def format_summary(s: dict) -> str:
                 f"{c['frontend_patterns']} patterns {100 * c['frontend_exact_fraction']:.2f} %, testbench "
                 f"{c['frontend_testbench_patterns']} patterns {100 * c['frontend_testbench_exact_fraction']:.2f} % "
                 f"bit-exact"] if "frontend_patterns" in c else []),
+             *_frontend_lines(s),
              f"saturation vs float twin at the noisiest level: {100 * s['saturation']['stuck_fraction']:.2f} % "
              f"of outputs at the {s['saturation']['output_type']} limits, max deviation "
              f"{s['saturation']['max_abs_deviation']:.3g}{'  OVERFLOW' if s['saturation']['overflow'] else ''}",

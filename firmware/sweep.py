@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from firmware import convert, csim, report, vendor
 from firmware import estimate as E
+from firmware import frontend, frontend_estimate
 from firmware.pipeline import Stopwatch, ensure_data, ensure_float, ensure_qat
 from model.config import load_config
 from model.data_io import atomic_write, open_cube, write_json
@@ -274,6 +275,9 @@ def run_variant(cfg: dict, v: dict, root: Path, out: Path, train_cube: Path, sha
             "float_run": str(float_dir), "quant_run": str(q_dir), "project": str(prj),
             "achieved_sparsity": json.loads((q_dir / "quant.json").read_text())["sparsity"],
             "estimate": est, "graph_estimate": graph_est, "csim": record_csim, "exact_fraction": exact,
+            # The detector-side front end in front of this encoder, per camera at its raw pixel rate.
+            "frontend": frontend_estimate.raw_rate_table(
+                frontend.geometry(q_run.preprocess_params(), cfg_v["firmware"]["frontend_pixels_per_clock"]), est),
             "saturation": saturation, "eval_scan": list(shape),
             "mae": mae_fw, "quantized_mae": mae_q, "float_mae": floats.float_mae(float_dir, block, shape),
             "times_s": watch.times}

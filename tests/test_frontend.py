@@ -112,3 +112,34 @@ def test_front_end_is_bit_exact_from_raw_counts(project, pattern, binning, crop,
         fe.make_tb_data(prj, qenc, params, np.concatenate([counts, edges]))
         tb = fe.run_testbench(prj)
         assert tb.exact and tb.n_patterns == 40 + len(edges), tb.report()
+
+
+# ---------------------------------------------------------------- the estimate (fast, no hls4ml)
+
+def encoder_stub(ii=900, lut=100_000):
+    from firmware import estimate as E
+
+    return E.finish({"kind": "stub", "clock_period_ns": 5.0, "ii_cycles": ii, "latency_cycles": ii + 20,
+                     "total": {"LUT": lut, "FF": 20_000, "DSP": 0, "BRAM18": 40}})
+
+
+def test_front_end_estimate_and_the_arina_at_its_raw_rate():
+    from firmware import frontend_estimate as FE
+    from firmware.report import _frontend_markdown
+
+    geometry = {"pattern": 64, "binning": 2, "crop": 1, "pixels_per_clock": 4, "count_bits": 16,
+                "lut_depth": 2000, "lut_bits": 8}
+    fe = FE.estimate_frontend(geometry)
+    names = {p["name"]: p for p in fe["parts"]}
+    assert names["input LUT ROM"]["BRAM18"] >= 1 and names["mask ROM"]["BRAM18"] + names["mask ROM"]["LUT"] > 0
+    assert fe["cycles"] == {"read raw frame": 64 * 64 // 4, "crop + LUT": 32 * 32} and fe["total"]["DSP"] == 0
+    rows = {r["key"]: r for r in FE.raw_rate_table(geometry, encoder_stub())}
+    arina = rows["arina"]
+    # 96 x 96 at 120 kHz = 1.1 Gpixel/s: 5.5 pixels per clock at 200 MHz -> 6, binned 3 x 3 to 32 x 32.
+    assert (arina["binning"], arina["pixels_per_clock"], arina["ii_cycles"]) == (3, 6, 96 * 96 // 6)
+    assert abs(arina["needed_pixels_per_clock"] - 120_000 * 96 * 96 / 200e6) < 1e-9
+    assert arina["keeps_up_raw"] and arina["keeps_up_binned"] and arina["fits"]
+    # An encoder slower than the camera keeps up at neither rate.
+    slow = {r["key"]: r for r in FE.raw_rate_table(geometry, encoder_stub(ii=2000))}["arina"]
+    assert not slow["keeps_up_raw"] and not slow["keeps_up_binned"]
+    assert "Dectris ARINA" in "\n".join(_frontend_markdown([{"name": "q8-s0", "frontend": list(rows.values())}]))
