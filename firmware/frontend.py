@@ -72,9 +72,10 @@ constexpr int BINNING = {params.binning};
 constexpr int CROP = {params.crop};
 constexpr int CODE_BITS = {params.input_bits};
 constexpr int LUT_DEPTH = {len(lut)};  // binned counts >= LUT_DEPTH - 1 read the last entry
+constexpr bool MASKED = {"true" if params.mask is not None else "false"};  // false: KEEP_MASK is all ones, unused
 
 // code of binned count n = quantized {params.transfer}(n / s)
-static const unsigned short INPUT_LUT[LUT_DEPTH] = {{
+static const {"unsigned char" if params.input_bits <= 8 else "unsigned short"} INPUT_LUT[LUT_DEPTH] = {{
 {rows(lut)}
 }};
 
@@ -111,7 +112,8 @@ def geometry(params: PreprocessParams, pixels_per_clock: int) -> dict:
     return {"pattern": params.pattern, "binning": params.binning, "crop": params.crop, "encoder_input": params.size,
             "pixels_per_clock": int(pixels_per_clock), "count_bits": params.count_bits,
             "lut_depth": int(len(params.lut())), "lut_bits": params.input_bits,
-            "masked_pixels": int((~params.keep()).sum()), "scale_counts": params.scale_counts,
+            "masked": params.mask is not None, "masked_pixels": int((~params.keep()).sum()),
+            "scale_counts": params.scale_counts,
             "transfer": params.transfer}
 
 

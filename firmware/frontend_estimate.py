@@ -12,7 +12,8 @@ firmware/estimate.py reads hls4ml's templates:
   several words, one adder per group into the line buffer, and the muxes that restart a bin.
   Adders cost one LUT per result bit (UltraScale carry chain). The line buffer is one binned row
   of partial sums (BIN_W x SUM_BITS bits) in GROUPS banks, SRL/LUTRAM or BRAM18 by size.
-* crop_mask_lut, one binned pixel per clock: the mask ROM (ENC_H x ENC_W bits), the input LUT
+* crop_mask_lut, one binned pixel per clock: the mask ROM (ENC_H x ENC_W bits; none without a
+  mask), the input LUT
   (LUT_DEPTH x CODE_BITS) and a saturating index compare. ROMs go to BRAM18 when deep (as the
   encoder's memories do); no DSP anywhere in the front end.
 * Streams: the binned-word FIFO holds one binned row; the others are a few registers.
@@ -81,8 +82,9 @@ def estimate_frontend(geometry: dict, clock_period_ns: float = 5.0, constants: d
     add("binned-row FIFO", lut=fifo["LUT"], bram=fifo["BRAM18"],
         note=f"{bin_w // groups} x {groups * sum_bits} bits, {fifo['where']}")
     # crop_mask_lut: word mux, counters and crop compares, saturating index, two ROMs.
-    mask = E.memory_cost(enc * enc, 1, c)
-    add("mask ROM", lut=mask["LUT"], bram=mask["BRAM18"], note=f"{enc} x {enc} bits, {mask['where']}")
+    if geometry.get("masked", True):
+        mask = E.memory_cost(enc * enc, 1, c)
+        add("mask ROM", lut=mask["LUT"], bram=mask["BRAM18"], note=f"{enc} x {enc} bits, {mask['where']}")
     lut = E.memory_cost(int(geometry["lut_depth"]), int(geometry["lut_bits"]), c)
     add("input LUT ROM", lut=lut["LUT"], bram=lut["BRAM18"],
         note=f"{int(geometry['lut_depth']):,} x {geometry['lut_bits']} bits, {lut['where']}")

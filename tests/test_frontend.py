@@ -90,14 +90,14 @@ def project(tmp_path_factory):
     return prj, qenc
 
 
-@pytest.mark.parametrize("pattern,binning,crop,ppc", [
-    (54, 3, 1, 6),   # the ARINA mapping: 3 x 3 bins, 6 pixels per clock (2 bins per word)
-    (36, 2, 1, 1),   # fewer pixels per clock than the binning: a bin spans words
+@pytest.mark.parametrize("pattern,binning,crop,ppc,masked", [
+    (54, 3, 1, 6, True),    # the ARINA mapping: 3 x 3 bins, 6 pixels per clock (2 bins per word)
+    (36, 2, 1, 1, False),   # fewer pixels per clock than the binning: a bin spans words; no mask
 ])
-def test_front_end_is_bit_exact_from_raw_counts(project, pattern, binning, crop, ppc):
+def test_front_end_is_bit_exact_from_raw_counts(project, pattern, binning, crop, ppc, masked):
     prj, qenc = project
     params = pp.PreprocessParams(pattern=pattern, binning=binning, crop=crop, scale=1.5e-3, counts_per_unit=1e4,
-                                 mask=pp.mask_image(16, DISK) > 0, count_bits=12)
+                                 mask=pp.mask_image(16, DISK) > 0 if masked else None, count_bits=12)
     fe.write_frontend(prj, params, ppc)
     lib = fe.CompiledFrontend(prj)
     counts = counts_for(params, 40, seed=pattern)

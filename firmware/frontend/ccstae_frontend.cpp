@@ -54,7 +54,8 @@ pixels_loop:
         const int by = i / BIN_W, bx = i % BIN_W;
         if (by < CROP || by >= BIN_H - CROP || bx < CROP || bx >= BIN_W - CROP)
             continue;  // the crop: dropped, never streamed to the encoder
-        const ap_uint<SUM_BITS> n = KEEP_MASK[(by - CROP) * ENC_W + (bx - CROP)] ? word.v[g] : ap_uint<SUM_BITS>(0);
+        const bool keep = !MASKED || KEEP_MASK[(by - CROP) * ENC_W + (bx - CROP)];
+        const ap_uint<SUM_BITS> n = keep ? word.v[g] : ap_uint<SUM_BITS>(0);
         // The LUT saturates: counts past its last entry read that entry.
         const ap_uint<SUM_BITS> index = n >= ap_uint<SUM_BITS>(LUT_DEPTH - 1) ? ap_uint<SUM_BITS>(LUT_DEPTH - 1) : n;
         encoder_input_t px;
@@ -86,7 +87,7 @@ void ccstae_top(hls::stream<ccstae::counts_axis_t> &counts, hls::stream<ccstae::
     using namespace ccstae;
     // One binned row of words absorbs the burst of the last raw row of each bin.
     hls::stream<binned_word_t> binned("binned");
-#pragma HLS STREAM variable = binned depth = BIN_W / GROUPS
+#pragma HLS STREAM variable = binned depth = BINNED_FIFO_DEPTH
     hls::stream<encoder_input_t> pixels("pixels");
     hls::stream<encoder_output_t> raw_params("raw_params");
     bin_frame(counts, binned);

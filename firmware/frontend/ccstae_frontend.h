@@ -35,6 +35,7 @@ constexpr int PX_PER_GROUP = PIXELS_PER_CLOCK < BINNING ? PIXELS_PER_CLOCK : BIN
 constexpr int GROUPS = PIXELS_PER_CLOCK / PX_PER_GROUP;
 constexpr int WORDS_PER_BIN = BINNING / PX_PER_GROUP;
 constexpr int SUM_BITS = COUNT_BITS + clog2((unsigned long long)BINNING * BINNING);  // holds b^2 (2^bits - 1)
+constexpr int BINNED_FIFO_DEPTH = BIN_W / GROUPS;  // one binned row of words: the last raw row's burst
 
 static_assert(RAW_HEIGHT % BINNING == 0 && RAW_WIDTH % BINNING == 0, "binning must divide the pattern");
 static_assert(RAW_WIDTH % PIXELS_PER_CLOCK == 0, "pixels per clock must divide the pattern width");
