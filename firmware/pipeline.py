@@ -213,8 +213,9 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
         tb = csim.run_testbench(prj)
 
     with watch("C-simulation of the front end (raw counts): ctypes library + g++ testbench"):
-        front = frontend.check_frontend(q_run, prj, tests, int(cfg["firmware"]["frontend_patterns_per_level"]),
-                                        int(cfg["firmware"]["frontend_pixels_per_clock"]), level_name)
+        fw = {**load_config("default")["firmware"], **cfg["firmware"]}  # runs saved before the front end
+        front = frontend.check_frontend(q_run, prj, tests, int(fw["frontend_patterns_per_level"]),
+                                        int(fw["frontend_pixels_per_clock"]), level_name)
         front["estimate"] = frontend_estimate.summary(front["geometry"], resource_estimate.estimate(hls_model))
 
     with watch("strain accuracy"):
