@@ -28,6 +28,9 @@ import math
 from firmware import estimate as E
 
 KIND = "estimate (front-end model)"
+# Control FSM, loop counters and stream handshakes of one dataflow process (the value the
+# encoder's estimator used per layer before its refit).
+PROCESS_OVERHEAD = {"LUT": 120, "FF": 150}
 
 # How each camera's frame maps onto the deployable encoder: raw pixels per side at the frame
 # rate of firmware/estimate.DETECTORS, and the counter width. The binning is chosen so that the
@@ -90,7 +93,7 @@ def estimate_frontend(geometry: dict, clock_period_ns: float = 5.0, constants: d
         note=f"{int(geometry['lut_depth']):,} x {geometry['lut_bits']} bits, {lut['where']}")
     add("crop, mask, saturate", lut=sum_bits * math.ceil(max(groups - 1, 0) / 3) + 2 * sum_bits + 4 * 16,
         ff=groups * sum_bits + 2 * 16 + int(geometry["lut_bits"]))
-    add("dataflow control (3 processes)", lut=3 * c["layer_overhead_lut"], ff=3 * c["layer_overhead_ff"])
+    add("dataflow control (3 processes)", lut=3 * PROCESS_OVERHEAD["LUT"], ff=3 * PROCESS_OVERHEAD["FF"])
     total = {r: sum(x[r] for x in parts) for r in E.RESOURCES}
     cycles = {"read raw frame": p * p // ppc, "crop + LUT": bin_w * bin_w}
     return {"kind": KIND, "geometry": dict(geometry), "parts": parts, "total": total, "cycles": cycles,

@@ -18,7 +18,6 @@ A run directory holds:
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from model import health, lattice, network, noise, preprocess, stn
-from model.data_io import open_cube, write_json
+from model.data_io import atomic_path, open_cube, write_json
 from model.errors import UserError
 
 NOISE_MODES = ("none", "fixed", "mixed", "curriculum")
@@ -157,6 +156,7 @@ class Trainer:
             inner = max(inner, float(self.prep_mask["radius"]) + 1.0)
         self.mask = stn.annular_mask(self.pattern, inner, t["mask_outer"] * self.pattern)
         self.optimizer = tf.keras.optimizers.Adam(t["learning_rate"])
+        self.optimizer.build(self.model.trainable())  # one optimizer for the encoder-only and the full steps
         self.epoch = tf.Variable(0, dtype=tf.int64)
         self.best_val = tf.Variable(np.inf, dtype=tf.float64)
         self.ckpt = tf.train.Checkpoint(encoder=encoder, reference=self.model.reference_logit,
@@ -206,6 +206,16 @@ class Trainer:
         return losses
 
     @tf.function
+    def _step_encoder(self, x_in, x_target, sigma, mask):
+        """A step with the reference held: it stays the sharp pattern it was initialised to."""
+        with tf.GradientTape() as tape:
+            losses = self.model.losses(x_in, x_target, sigma, mask, training=True)
+        variables = self.model.encoder.trainable_variables
+        grads = tape.gradient(losses["total"], variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return losses
+
+    @tf.function
     def _eval(self, x_in, x_target, sigma, mask):
         return self.model.losses(x_in, x_target, sigma, mask)
 
@@ -243,7 +253,8 @@ class Trainer:
                 x_in = self.encoder_inputs(self.noisy(raw, noise_levels_for(t, epoch, len(raw), rng), rng))
                 for hook in self.batch_hooks:
                     hook(epoch * n_batches + b)
-                losses = self._step(x_in, self.prep(raw), sigma, self.mask)
+                step = self._step_encoder if epoch < t["reference_freeze"] * t["epochs"] else self._step
+                losses = step(x_in, self.prep(raw), sigma, self.mask)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + float(v) / n_batches
                 bar.update(1)
@@ -297,12 +308,11 @@ class Trainer:
 
     def save_best(self):
         run = self.run_dir
-        tmp = run / "encoder.tmp.h5"
-        self.save_encoder(self.model.encoder, tmp)
-        os.replace(tmp, run / "encoder.h5")
+        with atomic_path(run / "encoder.h5", overwrite=True) as tmp:
+            self.save_encoder(self.model.encoder, tmp)
         self._best = self.model.encoder.get_weights(), self.model.reference_logit.numpy()
-        np.save(run / "reference.tmp.npy", self.model.reference.numpy())
-        os.replace(run / "reference.tmp.npy", run / "reference.npy")
+        with atomic_path(run / "reference.npy", overwrite=True) as tmp, open(tmp, "wb") as f:
+            np.save(f, self.model.reference.numpy())
 
 
 def simulate_training_sample(cfg: dict, path: Path, progress: bool = True) -> Path:
