@@ -85,6 +85,13 @@ def project(tmp_path_factory):
 
     keras.utils.set_random_seed(2)
     qenc = qmodel.build_qencoder(build_encoder(16, filters=(4, 8), dense=(16,)))
+    # Random weights everywhere (a fresh encoder's output layer starts at zero: outputs would not
+    # depend on the input, and bit-exactness would prove nothing).
+    rng = np.random.default_rng(2)
+    for layer in qenc.layers:
+        if layer.weights:
+            layer.set_weights([rng.uniform(-0.5, 0.5, w.shape) if w.ndim > 1 else rng.uniform(-0.1, 0.1, w.shape)
+                               for w in layer.get_weights()])
     prj = tmp_path_factory.mktemp("frontend") / "prj"
     convert.convert(qenc, convert.FirmwareSpec(), prj)
     return prj, qenc
@@ -105,6 +112,7 @@ def test_front_end_is_bit_exact_from_raw_counts(project, pattern, binning, crop,
     assert edges.max() == 4095 and edges[1].sum() == 4095 * pattern ** 2
     r = fe.compare_compiled(lib, qenc, params, np.concatenate([counts, edges]))
     assert r.exact and r.n_patterns == 40 + len(edges), r.report()
+    assert np.unique(lib.predict(counts), axis=0).shape[0] > 30  # the outputs depend on the counts
     # The comparison can fail: a LUT for another scale gives other outputs.
     other = dataclasses.replace(params, scale=3e-3)
     assert not fe.compare_compiled(lib, qenc, other, counts).exact
