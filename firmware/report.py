@@ -247,6 +247,7 @@ def _markdown(variants, table, levels, detectors, parts, recs, calibration) -> s
     lines += ["", "Frame rates (frames/s): " + ", ".join(
         f"{(E.DETECTORS[d] if isinstance(d, str) else d)['name']} {(E.DETECTORS[d] if isinstance(d, str) else d)['frame_rate_hz']:,}"
         f" ({(E.DETECTORS[d] if isinstance(d, str) else d).get('confidence', '?')} confidence)" for d in detectors), "",
+        *_frontend_markdown(variants),
         "## Recommendation per detector", "",
         f"The most accurate variant (lowest mean exx/eyy MAE) that keeps up with the detector and uses at most "
         f"{100 * HEADROOM:.0f} % of every resource of {parts[0]}.", ""]
@@ -269,6 +270,23 @@ def _markdown(variants, table, levels, detectors, parts, recs, calibration) -> s
     else:
         lines += ["(not run)", ""]
     return "\n".join(lines)
+
+
+def _frontend_markdown(variants) -> list:
+    """Front end + encoder at each camera's raw pixel rate (firmware/frontend_estimate.py), for
+    variants that carry it: the table above counts the encoder fed one binned pixel per clock."""
+    from firmware import frontend_estimate as FE
+
+    lines = []
+    for v in variants:
+        if v.get("frontend"):
+            lines += [f"### Raw pixel rate, {v['name']}: front end (binning, crop, mask, LUT) + encoder", "",
+                      FE.format_table(v["frontend"]), ""]
+    if lines:
+        lines = ["## Detectors at the raw pixel rate (estimates)", "",
+                 "Each camera's raw frame binned onto the variant's encoder input; the front end reads the "
+                 "pixels per clock shown (the fewest that keep up and fit the frame's geometry).", ""] + lines
+    return lines
 
 
 def _markdown_to_html(md: str) -> str:
