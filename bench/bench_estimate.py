@@ -98,6 +98,12 @@ def main() -> None:
                 print("  detectors: " + ", ".join(f"{d['name']} x{E.margin(est, k):.2f}"
                                                   for k, d in E.DETECTORS.items()))
                 print(layer_table(est))
+    t = time.time()
+    est = encoder_estimate(30, sparsity=0.0)
+    print(f"\ndeployable preset (configs/detector.toml): 30x30x1 input, 8-bit, unpruned, io_stream, 5 ns, "
+          f"random weights ({time.time() - t:.1f} s)")
+    print("  " + E.summary_line(est))
+    print("  xcku115: " + ", ".join(f"{r} {100 * v:.2f} %" for r, v in est["parts"]["xcku115"].items()))
     print(f"\ntotal {time.time() - t0:.1f} s")
     np.set_printoptions()
 

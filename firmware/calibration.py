@@ -280,10 +280,10 @@ def calibrate(designs=None, seed: int = 0, progress: bool = False) -> dict:
         rows.append(row)
     errs = {q: [abs(r[q]["loo_error"]) for r in rows if r[q]["loo_error"] is not None] for q in QUANTITIES}
     loo_median = {q: _median(e) for q, e in errs.items()}
-    # The printed error bar: the 68th percentile of |leave-one-out error| (a one-sigma band), more
-    # honest than the median when half the designs are exact and the rest are not.
-    loo_p68 = {q: float(np.percentile(e, 68)) if e else None for q, e in errs.items()}
-    return {"rows": rows, "coefficients": coef, "loo_median": loo_median, "loo_p68": loo_p68, "seed": seed,
+    # The printed error bar: the root mean square of the leave-one-out errors (one sigma). It keeps
+    # the tail that a median hides when most designs are exact and a few are not.
+    loo_rms = {q: float(np.sqrt(np.mean(np.square(e)))) if e else None for q, e in errs.items()}
+    return {"rows": rows, "coefficients": coef, "loo_median": loo_median, "loo_rms": loo_rms, "seed": seed,
             "records": records, "seconds": time.time() - t0}
 
 
@@ -301,6 +301,10 @@ def _rel(est, pub):
     return None if pub in (None, 0) or est is None else (est - pub) / pub
 
 
+def _pct_or_dash(x) -> str:
+    return "-" if x is None else f"{100 * x:.0f} %"
+
+
 def _median(xs):
     return float(np.median(xs)) if xs else None
 
@@ -308,7 +312,7 @@ def _median(xs):
 def save_fit(table: dict, path=FIT_FILE) -> None:
     """Write the fitted coefficients and the leave-one-out error bars the estimator loads."""
     out = {"coefficients": table["coefficients"], "loo_median_abs_error": table["loo_median"],
-           "loo_p68_abs_error": table["loo_p68"],
+           "loo_rms_error": table["loo_rms"],
            "designs": [r["name"] for r in table["rows"]],
            "note": "written by bench/bench_estimate.py --refit from firmware/calibration/designs.toml"}
     atomic_write(Path(path), json.dumps(out, indent=1) + "\n")
@@ -330,7 +334,12 @@ def format_table(table: dict) -> str:
             c = r[q]
             cells.append(f"{num(c['published'])} / {num(c['loo'])} ({pct(c['loo_error'])})")
         lines.append("| " + " | ".join(cells) + " |")
-    for key, label in (("loo_median", "median abs LOO error"), ("loo_p68", "error bar: 68th pct abs LOO error")):
+    for fam in sorted({r["family"] for r in table["rows"]}):
+        rows = [r for r in table["rows"] if r["family"] == fam]
+        lines.append(f"| median abs LOO error, {fam} ({len(rows)}) | | | | " + " | ".join(
+            _pct_or_dash(_median([abs(r[q]["loo_error"]) for r in rows if r[q]["loo_error"] is not None]))
+            for q in QUANTITIES) + " |")
+    for key, label in (("loo_median", "median abs LOO error, all"), ("loo_rms", "error bar: rms LOO error")):
         lines.append(f"| {label} | | | | " + " | ".join(
             "-" if table[key][q] is None else f"{100 * table[key][q]:.0f} %" for q in QUANTITIES) + " |")
     return "\n".join(lines)

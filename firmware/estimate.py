@@ -168,10 +168,10 @@ def coefficients() -> dict:
 
 
 def error_bars() -> dict:
-    """The error bar per quantity: the 68th percentile of |relative error| over the calibration
+    """The error bar per quantity: the root mean square of the relative errors over the calibration
     designs, each estimated with coefficients fitted without it (leave-one-out; fit.json, written
     by bench/bench_estimate.py --refit). None per quantity when unknown."""
-    loo = _fit_file().get("loo_p68_abs_error") or {}
+    loo = _fit_file().get("loo_rms_error") or {}
     return {q: loo.get(q) for q in QUANTITIES}
 
 
@@ -405,13 +405,14 @@ def _mult_layer(layer, d: dict, c: dict, ctx: dict) -> None:
     _add(d, lut_mult=lut_mult * copies / rf, lut_add=add_bits * copies / share,
          ff_pipe=(cut_bits * copies / share) + n_out * acc_w, ff_io=0)
     d["pipeline_cycles"] = cycles
-    if rf > 1 and folded:
-        # Shared multipliers: an R:1 mux on both operands (a LUT6 is a 4:1 mux per bit) and
-        # the partial sums kept in registers between the R passes.
+    if rf > 1:
+        # Shared multipliers: an R:1 mux on the data operand and on the weight (a LUT6 is a 4:1
+        # mux per bit; Resource reads the weight from its ROM instead, but routes each product
+        # to one of the accumulators), and the partial sums kept in registers between passes.
         shared = d["multipliers"]
-        _add(d, lut_reuse=shared * (wa + wb) * math.ceil((rf - 1) / 3),
+        _add(d, lut_reuse=shared * (wa + (wb if folded else acc_w)) * math.ceil((rf - 1) / 3),
              ff_pipe=shared * (wa + wb + acc_w))
-        if io_stream:
+        if io_stream and folded:
             # The stream kernels index the weight array with the reuse counter: HLS keeps the
             # non-zero weights in registers (csynth of the published reuse-16 CNN: ~16 FF per weight).
             _add(d, ff_reuse=int(nonzero.sum()) * wb)
@@ -433,8 +434,14 @@ def _mult_layer(layer, d: dict, c: dict, ctx: dict) -> None:
         if io_stream:
             # conv_2d_buffer_cl: one pixel per II=R loop iteration over every input pixel; the
             # last pixel's kernel (R cycles) and the pipeline follow the frame.
-            d["ii_cycles"] = d["stream_cycles"] = pixels * rf + c["frame_overhead_cycles"]
-            d["depth_cycles"] = cycles + rf
+            per_pixel = rf
+            if strategy == "resource":
+                # nnet_dense_resource.h: the reuse loop is pipelined inside one pixel only, so
+                # every pixel also pays its fill and drain: loop entry/exit (2), the weight ROM
+                # read (2), the product and accumulation stages, the input/output transfer (2).
+                per_pixel += 2 + 2 + cycles + 1 + 2
+            d["ii_cycles"] = d["stream_cycles"] = pixels * per_pixel + c["frame_overhead_cycles"]
+            d["depth_cycles"] = cycles + per_pixel
             if fh > 1:
                 mem = memory_cost(in_w, wa, c)            # one ap_shift_reg per (row, channel)
                 n_buf = (fh - 1) * n_chan

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware import convert, csim, stages
+from firmware import convert, csim, frontend, frontend_estimate, stages
 from firmware import estimate as E
 from model import health
 from model.config import load_config
@@ -101,6 +101,10 @@ def problems(summary: dict) -> list[str]:
         out.append(f"C-simulation 1 is not bit-exact ({100 * c['exact_fraction']:.4f} % of outputs)")
     if c["testbench_exact_fraction"] != 1.0:
         out.append(f"C-simulation 2 (testbench) is not bit-exact ({100 * c['testbench_exact_fraction']:.4f} %)")
+    for key, what in (("frontend_exact_fraction", "front end, ctypes library"),
+                      ("frontend_testbench_exact_fraction", "front end, testbench")):
+        if c.get(key, 1.0) != 1.0:
+            out.append(f"C-simulation of the {what} from raw counts is not bit-exact ({100 * c[key]:.4f} %)")
     if sat["overflow"]:
         out.append(f"output overflow: {100 * sat['stuck_fraction']:.2f} % of outputs stuck at the "
                    f"{sat['output_type']} limits while the float twin lies beyond them")
@@ -126,7 +130,9 @@ def convert_run(q_dir, prj, firmware_overrides: dict, cube=None, root: Path = Pa
     summary = firmware_stage(cfg, float_dir, q_dir, Path(prj), tests, Stopwatch())
     write_json(Path(prj) / "summary.json", summary)
     c = summary["csim"]
-    return {"text": format_summary(summary), "exact": c["exact_fraction"] == 1.0 and c["testbench_exact_fraction"] == 1.0}
+    exact = all(c[k] == 1.0 for k in ("exact_fraction", "testbench_exact_fraction", "frontend_exact_fraction",
+                                      "frontend_testbench_exact_fraction"))
+    return {"text": format_summary(summary), "exact": exact}
 
 
 def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: dict, watch: Stopwatch) -> dict:
@@ -175,6 +181,12 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
         convert.make_tb_data(prj, qenc, np.concatenate(tb_inputs + [edges]))
         tb = csim.run_testbench(prj)
 
+    with watch("C-simulation of the front end (raw counts): ctypes library + g++ testbench"):
+        fw = {**load_config("default")["firmware"], **cfg["firmware"]}  # runs saved before the front end
+        front = frontend.check_frontend(q_run, prj, tests, int(fw["frontend_patterns_per_level"]),
+                                        int(fw["frontend_pixels_per_clock"]), level_name)
+        front["estimate"] = frontend_estimate.summary(front["geometry"], est)
+
     with watch("strain accuracy"):
         rot = float_run.rot_range  # the rotation bound follows the lattice symmetry
         accuracy = {label: {} for label in raw}
@@ -212,7 +224,11 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                                for label, r in checks},
                  "testbench_patterns": tb.n_patterns, "testbench_exact_fraction": tb.exact_fraction,
                  "testbench_mismatches": [f"pattern {i} output {j}: qkeras {q!r} firmware {f!r}"
-                                          for i, j, q, f in tb.mismatches[:10]]},
+                                          for i, j, q, f in tb.mismatches[:10]],
+                 "frontend_patterns": front["patterns"], "frontend_exact_fraction": front["exact_fraction"],
+                 "frontend_testbench_patterns": front["testbench_patterns"],
+                 "frontend_testbench_exact_fraction": front["testbench_exact_fraction"]},
+        "frontend": front,
         "saturation": saturation,
         # Resources and cycles with their leave-one-out error bars (firmware/estimate.py).
         "estimate": {k: est[k] for k in ("kind", "part", "io_type", "clock_period_ns", "latency_cycles", "ii_cycles",
@@ -229,6 +245,24 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
 
 
 
+def _frontend_lines(s: dict) -> list:
+    """Per camera: does front end + encoder keep up at the raw pixel rate (estimates)."""
+    est = (s.get("frontend") or {}).get("estimate")
+    if not est:
+        return []
+    lines = [f"front end + encoder ({est['kind']}): per camera, raw px/clock needed -> built, keeps up raw/binned, "
+             f"largest share of xcku115"]
+    for r in est["detectors"]:
+        if "total" in r:
+            frac = r["part_fraction"]
+            worst = max(frac, key=lambda k: frac[k] or 0)
+            lines.append(f"  {r['detector']:<24} {r['raw_pixels']}x{r['raw_pixels']} b{r['binning']}: "
+                         f"{r['needed_pixels_per_clock']:.2f} -> {r['pixels_per_clock']} px/clock, "
+                         f"{r['patterns_per_s']:,.0f} patterns/s, raw {'yes' if r['keeps_up_raw'] else 'NO'}, "
+                         f"binned {'yes' if r['keeps_up_binned'] else 'NO'}, {100 * frac[worst]:.1f} % {worst}")
+    return lines
+
+
 def level_name(w) -> str:
     return f"w={w:g}" if isinstance(w, float) else str(w)
 
@@ -240,6 +274,11 @@ def format_summary(s: dict) -> str:
              f"C-sim 1 (hls4ml predict vs QKeras): {c['patterns']} patterns, {100 * c['exact_fraction']:.2f} % of outputs bit-exact",
              f"C-sim 2 (myproject_test.cpp, g++):  {c['testbench_patterns']} patterns, "
              f"{100 * c['testbench_exact_fraction']:.2f} % bit-exact",
+             *([f"front end from raw counts (ccstae_top) vs integer preprocessing + QKeras: ctypes "
+                f"{c['frontend_patterns']} patterns {100 * c['frontend_exact_fraction']:.2f} %, testbench "
+                f"{c['frontend_testbench_patterns']} patterns {100 * c['frontend_testbench_exact_fraction']:.2f} % "
+                f"bit-exact"] if "frontend_patterns" in c else []),
+             *_frontend_lines(s),
              f"saturation vs float twin at the noisiest level: {100 * s['saturation']['stuck_fraction']:.2f} % "
              f"of outputs at the {s['saturation']['output_type']} limits, max deviation "
              f"{s['saturation']['max_abs_deviation']:.3g}{'  OVERFLOW' if s['saturation']['overflow'] else ''}",

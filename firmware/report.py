@@ -219,7 +219,7 @@ def _markdown(variants, table, levels, detectors, parts, recs, calibration) -> s
                                         pm(r, "latency_cycles"), _fmt(r["latency_us"], ".2f"),
                                         pm(r, "ii_cycles"), _fmt(r["patterns_per_s"])] + pcts) + " |")
     lines += ["", "Part columns: LUT / FF / DSP / BRAM18 in % of the part. '+- x %': the estimator's error bar, "
-              "the 68th percentile of |error| of that quantity over the published designs of "
+              "the root mean square of the relative error of that quantity over the published designs of "
               "firmware/calibration/designs.toml, each estimated with coefficients fitted on the others "
               "(leave-one-out).", "",
               "## Accuracy", ""]
@@ -247,6 +247,7 @@ def _markdown(variants, table, levels, detectors, parts, recs, calibration) -> s
     lines += ["", "Frame rates (frames/s): " + ", ".join(
         f"{(E.DETECTORS[d] if isinstance(d, str) else d)['name']} {(E.DETECTORS[d] if isinstance(d, str) else d)['frame_rate_hz']:,}"
         f" ({(E.DETECTORS[d] if isinstance(d, str) else d).get('confidence', '?')} confidence)" for d in detectors), "",
+        *_frontend_markdown(variants),
         "## Recommendation per detector", "",
         f"The most accurate variant (lowest mean exx/eyy MAE) that keeps up with the detector and uses at most "
         f"{100 * HEADROOM:.0f} % of every resource of {parts[0]}.", ""]
@@ -263,12 +264,29 @@ def _markdown(variants, table, levels, detectors, parts, recs, calibration) -> s
                   "Resources: Vivado synthesis; latency/II: HLS csynth.", "", format_table(calibration), ""]
     elif calibration is not None:
         bars = E.error_bars()
-        lines += ["Error bars (68th percentile of |leave-one-out error|) per quantity over the published designs of "
+        lines += ["Error bars (root mean square of the leave-one-out relative errors) per quantity over the published designs of "
                   "firmware/calibration/designs.toml (table: bench/bench_estimate.py): " + ", ".join(
                       f"{q} {'-' if b is None else f'{100 * b:.0f} %'}" for q, b in bars.items()) + ".", ""]
     else:
         lines += ["(not run)", ""]
     return "\n".join(lines)
+
+
+def _frontend_markdown(variants) -> list:
+    """Front end + encoder at each camera's raw pixel rate (firmware/frontend_estimate.py), for
+    variants that carry it: the table above counts the encoder fed one binned pixel per clock."""
+    from firmware import frontend_estimate as FE
+
+    lines = []
+    for v in variants:
+        if v.get("frontend"):
+            lines += [f"### Raw pixel rate, {v['name']}: front end (binning, crop, mask, LUT) + encoder", "",
+                      FE.format_table(v["frontend"]), ""]
+    if lines:
+        lines = ["## Detectors at the raw pixel rate (estimates)", "",
+                 "Each camera's raw frame binned onto the variant's encoder input; the front end reads the "
+                 "pixels per clock shown (the fewest that keep up and fit the frame's geometry).", ""] + lines
+    return lines
 
 
 def _markdown_to_html(md: str) -> str:

@@ -47,7 +47,7 @@ SOURCES = {
     "firmware": ["firmware/convert.py", "firmware/csim.py", "firmware/pipeline.py", "firmware/stages.py",
                  "firmware/estimate.py", "firmware/calibration.py", "firmware/calibration/*",
                  "quant/qmodel.py", "model/evaluate.py", "model/strain.py", "model/preprocess.py", "model/run.py",
-                 "model/health.py"],
+                 "model/health.py", "firmware/frontend.py", "firmware/frontend/*", "firmware/frontend_estimate.py"],
 }
 PACKAGES = {
     "data": ("numpy", "scipy", "h5py"),
@@ -164,14 +164,6 @@ def run_folder_stage(stage: str, folder: Path, description: dict, done_file: str
                                      "products": {f: file_sha256(folder / f) for f in files}})
     return StageResult(stage, folder, key, ran=True, seconds=round(time.time() - t0, 1),
                        outputs={**(outputs or {}), "result": result})
-
-
-def key_in(folder: Path) -> str | None:
-    """The key a finished folder stage was made from (None when it has none)."""
-    try:
-        return json.loads((Path(folder) / STAGE_FILE).read_text()).get("key")
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 # ----------------------------------------------------------------------------- data

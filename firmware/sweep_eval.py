@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from firmware import convert, csim, vendor
 from firmware import estimate as E
+from firmware import frontend, frontend_estimate
 from firmware.pipeline import Stopwatch
 from firmware.sweep_grid import settings, variant_config
 from model.data_io import open_cube
@@ -149,6 +150,9 @@ def run_variant(cfg: dict, v: dict, name: str, prj: Path, float_run, q_stage, te
             "float_run": str(float_run.path), "quant_run": str(q_dir), "project": str(prj),
             "achieved_sparsity": json.loads((q_dir / "quant.json").read_text())["sparsity"],
             "estimate": est, "graph_estimate": graph_est, "csim": record_csim, "exact_fraction": exact,
+            # The detector-side front end in front of this encoder, per camera at its raw pixel rate.
+            "frontend": frontend_estimate.raw_rate_table(
+                frontend.geometry(q_run.preprocess_params(), cfg_v["firmware"]["frontend_pixels_per_clock"]), est),
             "saturation": saturation, "eval_scan": list(shape),
             "mae": mae_fw, "quantized_mae": mae_q, "float_mae": float_maes,
             "times_s": watch.times}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from firmware import estimate as E
 from firmware import report
 from model.data_io import atomic_write
 
@@ -70,7 +71,8 @@ def add_sweep_sections(cfg: dict, records: list, shape, labels: list, md_path: P
         if ok:
             meeting.append(r["name"])
         cell = lambda k: f"{'yes' if g[k][0] else 'NO'}: {g[k][1]}"  # noqa: E731
-        lines.append(f"| {r['name']} | {r['estimate']['clock_mhz']:.0f} | {r['estimate']['ii_cycles']:,} | "
+        lines.append(f"| {r['name']} | {r['estimate']['clock_mhz']:.0f} | {r['estimate']['ii_cycles']:,}"
+                     f"{E.pm(r['estimate'], 'ii_cycles')} | "
                      f"{cell('throughput')} | {cell('latency')} | {cell('accuracy')} | {cell('fits')} | "
                      f"{'yes' if ok else 'no'} |")
     lines += ["", _throughput_text(cfg, done, meeting), ""]

@@ -11,6 +11,7 @@ the bit widths, the target and achieved sparsity per layer.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -85,8 +86,11 @@ def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, p
         hooks.append(step_hook)
         select_from = int(np.ceil((end_step + 1) / (n_steps / cfg["train"]["epochs"])))
     reference = np.load(float_run.path / "reference.npy")
+    # The encoder's inputs: the integer front end's (model/preprocess.py), what the firmware computes.
+    integer = dataclasses.replace(float_run.preprocess_params(), input_bits=spec.input_bits,
+                                  input_integer=spec.input_integer, count_bits=int(q["count_bits"]))
     trainer = train.Trainer(cfg, patterns, out_dir, encoder=qenc, scale=float_run.scale, prep=float_run.prep,
-                            reference=reference,
+                            reference=reference, integer_inputs=integer,
                             batch_hooks=hooks, select_from_epoch=select_from,
                             save_encoder=lambda enc, path: qmodel.save_qencoder(prune.strip(enc), path))
     trainer.write_static()

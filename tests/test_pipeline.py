@@ -29,6 +29,27 @@ def test_both_c_simulations_are_bit_exact(tiny_pipeline):
     assert not list(root.rglob("*.tmp*"))  # every writer renamed its output into place
 
 
+def test_the_front_end_from_raw_counts_is_bit_exact_both_ways(tiny_pipeline):
+    root, s = tiny_pipeline
+    c, f = s["csim"], s["frontend"]
+    # Raw integer counts of every test pattern (12 x 12 per level, fewer than the 1,000 asked for)
+    # plus the edge cases through ccstae_top (front end + encoder), against the integer
+    # preprocessing + QKeras: the ctypes library and the g++ testbench.
+    n_edges = len(f["edge_cases"])
+    assert n_edges >= 5
+    assert c["frontend_patterns"] == 4 * 12 * 12 + n_edges
+    assert c["frontend_exact_fraction"] == 1.0, f["mismatches"]
+    assert c["frontend_testbench_patterns"] == c["frontend_patterns"]
+    assert c["frontend_testbench_exact_fraction"] == 1.0, f["testbench_mismatches"]
+    prj = root / "hls_projects" / "tiny-q8-s50-rf1-stream"
+    for name in ("firmware/ccstae_frontend.cpp", "firmware/frontend_params.h", "ccstae_frontend_test.cpp",
+                 "build_frontend.tcl", "tb_data/tb_frontend_counts.dat", "tb_data/tb_frontend_predictions.dat"):
+        assert (prj / name).exists(), name
+    # QAT trained on the integer path, and says so in its preprocess.json.
+    pre = json.loads((root / "runs" / "tiny" / "q8-s50" / "preprocess.json").read_text())
+    assert pre["input_path"] == "counts" and pre["counts_per_unit"] == 1e5
+
+
 def test_summary_names_the_variant_and_the_accuracy_of_all_three_models(tiny_pipeline):
     root, s = tiny_pipeline
     on_disk = json.loads((root / "hls_projects" / "tiny-q8-s50-rf1-stream" / "summary.json").read_text())
