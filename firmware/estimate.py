@@ -64,7 +64,6 @@ DEFAULTS = {
     "clock_uncertainty": 0.125,   # HLS default: 12.5 % of the period is kept for routing
     "frame_overhead_cycles": 4,   # io_stream: per-frame start/flush cycles of the first layer
 }
-             "ultrascale": {"add": 1.1, "dsp": 2.1, "bram": 1.6}}
 
 # FPGA parts: totals from the AMD/Xilinx product tables (CLB LUTs, CLB flip-flops, DSP slices,
 # 18 Kb block RAMs = 2 x the 36 Kb count). Sources: DS890 UltraScale Architecture and Product

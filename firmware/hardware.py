@@ -36,6 +36,7 @@ import numpy as np
 # these parts (xc7z020-1; UltraScale+ -2): a 16-20 bit adder with its net delay, a DSP48 multiply,
 # a block-RAM read. Set by hand from typical reports, not fitted.
 DELAYS_NS = {"7series": {"add": 2.4, "dsp": 3.4, "bram": 2.5},
+             "ultrascale": {"add": 1.1, "dsp": 2.1, "bram": 1.6}}
 
 MULT_CLASSES = {"Conv1D", "Conv2D", "Conv2DBatchnorm", "Dense", "PointwiseConv1D", "PointwiseConv2D"}
 ELEMENTWISE_CLASSES = {"Activation", "ReLU", "LeakyReLU", "ParametrizedActivation", "PReLU",
