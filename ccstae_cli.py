@@ -38,8 +38,11 @@ def add_simulate_parser(subparsers):
     src.add_argument("--config", type=Path, help="a TOML config file (merged over the default preset)")
     p.add_argument("--noise", type=float, default=0.0, metavar="W",
                    help="background-noise level w in [0, 1) (default 0: shot noise only)")
-    p.add_argument("--counts", type=float, default=None, metavar="C",
-                   help="electrons per pattern (default: the config's noise.counts)")
+    dose = p.add_mutually_exclusive_group()
+    dose.add_argument("--counts", type=float, default=None, metavar="C",
+                      help="electrons per pattern (default: the config's noise.counts)")
+    dose.add_argument("--dose", type=float, default=None, metavar="E_PER_A2",
+                      help="dose in e/A^2 instead of --counts: counts = dose x simulate.scan_step_A^2")
     p.add_argument("--seed", type=int, default=None, help="sample and noise seed (default: simulate.seed)")
     p.add_argument("--engine", choices=["kinematic", "multislice"], default=None,
                    help="physics engine (default: simulate.engine); the same sample either way for presets "
@@ -61,10 +64,15 @@ def run_simulate(args) -> int:
     cfg = load_config(args.config if args.config is not None else args.preset)
     if args.engine is not None:
         cfg["simulate"]["engine"] = args.engine
+    if args.dose is not None:
+        from model.noise import counts_from_dose
+        args.counts = counts_from_dose(args.dose, cfg["simulate"]["scan_step_A"])
     out = simulate_scan(cfg, args.out, noise_w=args.noise, counts=args.counts, seed=args.seed,
                         clean=args.clean, overwrite=args.overwrite, progress=not args.no_progress)
     sim = cfg["simulate"]
-    what = "clean" if args.clean else f"w={args.noise:g}, counts={args.counts or cfg['noise']['counts']:g}"
+    counts = args.counts or cfg["noise"]["counts"]
+    what = "clean" if args.clean else (f"w={args.noise:g}, counts={counts:g} e/pattern = "
+                                       f"{counts / sim['scan_step_A'] ** 2:g} e/A^2 at a {sim['scan_step_A']:g} A step")
     print(f"wrote {out}: {sim['scan'][0]}x{sim['scan'][1]} scan of {sim['pattern']}x{sim['pattern']} "
           f"patterns ({cfg['name']}, {what})")
     return 0
@@ -300,16 +308,22 @@ def add_hls_parser(subparsers):
                               description="What `make hls` runs. Each stage is skipped when its result for the "
                                           "same settings exists (data/, runs/, hls_projects/).")
     p.add_argument("--config", default="default", help="preset name or TOML file (default: default)")
+    p.add_argument("--allow-overflow", action="store_true",
+                   help="exit 0 even when the saturation check finds an overflow or a large deviation")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=run_hls)
 
 
 def run_hls(args) -> int:
-    from firmware.pipeline import run_pipeline
+    from firmware.pipeline import problems, run_pipeline
 
     summary = run_pipeline(args.config, progress=not args.no_progress)
-    c = summary["csim"]
-    return 0 if c["exact_fraction"] == 1.0 and c["testbench_exact_fraction"] == 1.0 else 1
+    found = problems(summary)
+    if args.allow_overflow:
+        found = [p for p in found if "bit-exact" in p]
+    for p in found:
+        print(f"ccstae hls: FAILED: {p}", file=sys.stderr)
+    return 1 if found else 0
 
 
 def add_vendor_parser(subparsers):
@@ -343,6 +357,15 @@ def run_vendor(args) -> int:
 # sweep
 
 
+def add_scheduler_options(p):
+    """Where a study's tasks run (firmware/study.py)."""
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="workers of the local Dask cluster, one process each (default: one per core)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:8786",
+                   help="run on this Dask cluster instead (runs/ and reports/ on a shared filesystem), "
+                        "or 'in-process' to run every task here, one after the other")
+
+
 def add_sweep_parser(subparsers):
     p = subparsers.add_parser("sweep", help="accuracy vs resources over firmware variants, with a report",
                               description="Quantize, convert, estimate and C-simulate every variant of the "
@@ -354,6 +377,7 @@ def add_sweep_parser(subparsers):
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: reports/sweep-<config name>)")
     p.add_argument("--report-only", action="store_true",
                    help="only rewrite the report from the variants finished so far (e.g. while a sweep runs)")
+    add_scheduler_options(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=run_sweep)
 
@@ -364,7 +388,8 @@ def run_sweep(args) -> int:
 
     cfg = load_config(args.config)
     out = args.out or Path("reports") / f"sweep-{Path(str(args.config)).stem}"
-    res = sweep(cfg, out, progress=not args.no_progress, compute=not args.report_only)
+    res = sweep(cfg, out, progress=not args.no_progress, compute=not args.report_only, jobs=args.jobs,
+                scheduler=args.scheduler)
     for r in res["variants"]:
         if r["status"] == "done":
             e = r["estimate"]
@@ -392,7 +417,7 @@ def add_robustness_parser(subparsers):
     p.add_argument("--config", default="robustness-quick",
                    help="preset name or TOML file (default: robustness-quick; default: the full grid)")
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: reports/robustness-<name>)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="cells run in parallel processes (default 1)")
+    add_scheduler_options(p)
     p.add_argument("--cube", type=Path, action="append", metavar="CUBE",
                    help="also evaluate on this cube (repeatable); without ground truth: loss only, no MAE")
     p.add_argument("--no-reuse", action="store_true",
@@ -405,9 +430,9 @@ def run_robustness(args) -> int:
     from firmware.robustness import run_study
     from model.errors import UserError
 
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise UserError("--jobs must be >= 1")
-    summary = run_study(args.config, args.out, jobs=args.jobs, extra_cubes=args.cube or (),
+    summary = run_study(args.config, args.out, jobs=args.jobs, scheduler=args.scheduler, extra_cubes=args.cube or (),
                         progress=not args.no_progress, reuse_runs=not args.no_reuse)
     failed = [n for n, c in summary["cells"].items() if c["status"] == "failed"]
     if failed:
@@ -416,10 +441,36 @@ def run_robustness(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# config
+
+
+def add_config_parser(subparsers):
+    p = subparsers.add_parser("config", help="show or check a config (preset name or TOML file)",
+                              description="show: the config merged over the default preset, as TOML, each key "
+                                          "with its doc and range (model/config.py). check: every key's type and "
+                                          "range, one line and exit code 2 on the first bad one.")
+    p.add_argument("action", choices=("show", "check"))
+    p.add_argument("config", nargs="?", default="default", help="preset name or TOML file (default: default)")
+    p.set_defaults(handler=run_config)
+
+
+def run_config(args) -> int:
+    from model.config import describe, load_config
+
+    cfg = load_config(args.config)  # validates: a bad key is a UserError (one line, exit 2)
+    if args.action == "show":
+        print(describe(cfg), end="")
+    else:
+        n = sum(len(v) for v in cfg.values() if isinstance(v, dict))
+        print(f"{args.config}: ok ({n} keys in {sum(isinstance(v, dict) for v in cfg.values())} sections)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 
 COMMANDS = [add_simulate_parser, add_inspect_parser, add_train_parser, add_strain_parser, add_evaluate_parser,
             add_baseline_parser, add_quantize_parser, add_convert_parser, add_hls_parser, add_vendor_parser,
-            add_sweep_parser, add_robustness_parser]
+            add_sweep_parser, add_robustness_parser, add_config_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

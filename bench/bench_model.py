@@ -17,7 +17,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from firmware import convert, csim  # noqa: E402
+from firmware import stages  # noqa: E402
 from firmware.pipeline import run_pipeline  # noqa: E402
+from model.config import load_config  # noqa: E402
 from model.data_io import open_cube  # noqa: E402
 from model.run import load_run  # noqa: E402
 from quant import qmodel  # noqa: E402
@@ -60,7 +62,8 @@ def main():
     print(f"float: {len(history)} epochs, {sum(h['seconds'] for h in history):.0f} s in epochs; "
           f"pipeline stage {s['times_s'].get('train float CC-ST-AE', 'reused')} s (0 when reused)")
 
-    with open_cube(Path("data") / name / "test_w0.50.h5") as cube:
+    tests = stages.ensure_data(load_config(args.config), Path("data") / name).outputs["tests"]  # made: reused
+    with open_cube(tests[0.5] if 0.5 in tests else tests[max(tests)]) as cube:
         patterns = cube.read_patterns(np.arange(min(512, len(cube))))
     x_float, x_q = float_run.inputs(patterns), q_run.inputs(patterns)
     hls_model = convert.convert(q_run.encoder, convert.FirmwareSpec.from_config(float_run.config["firmware"]),

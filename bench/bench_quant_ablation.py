@@ -10,7 +10,6 @@ so its strain MAE on the full test scans is the firmware's. Prints a table; asse
 """
 import argparse
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -18,13 +17,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from firmware.pipeline import run_pipeline, test_cube_path  # noqa: E402
+from firmware import stages  # noqa: E402
+from firmware.pipeline import run_pipeline  # noqa: E402
 from model.config import load_config  # noqa: E402
 from model.data_io import open_cube  # noqa: E402
 from model.evaluate import maps_from_raw, truth_maps  # noqa: E402
 from model.run import load_run  # noqa: E402
 from model.strain import mae  # noqa: E402
-from quant import qat, qmodel  # noqa: E402
+from quant import qmodel  # noqa: E402
 
 # One change each against the config's [quant]; names say what changed.
 VARIANTS = {
@@ -43,8 +43,8 @@ VARIANTS = {
 def evaluate(run, cfg):
     """Mean strain MAE per test level of a run on the config's (unseen) test scans."""
     out = {}
-    for w in cfg["noise"]["test_levels"]:
-        with open_cube(test_cube_path(Path("data") / cfg["name"], w)) as cube:
+    for w, path in stages.ensure_data(cfg, Path("data") / cfg["name"]).outputs["tests"].items():  # reused
+        with open_cube(path) as cube:
             raw = np.concatenate([run.encoder.predict(run.inputs(p), batch_size=256, verbose=0)
                                   for _, p in cube.iter_batches(1024)]).reshape(*cube.shape[:2], 4)
             out[w] = mae(maps_from_raw(raw), truth_maps(cube.ground_truth))
@@ -57,8 +57,9 @@ def main():
     ap.add_argument("--only", help="comma-separated variant names (default: all)")
     args = ap.parse_args()
     cfg = load_config(args.config)
-    run_pipeline(args.config, progress=False)  # the float run and the test scans
+    s = run_pipeline(args.config, progress=False)  # the float run and the test scans
     float_dir = Path("runs") / cfg["name"] / "float"
+    float_run = stages.StageResult("float", float_dir, s["stages"]["float"]["key"], ran=False)
     names = args.only.split(",") if args.only else list(VARIANTS)
 
     rows = {"float": evaluate(load_run(float_dir), cfg)}
@@ -67,9 +68,7 @@ def main():
         quant = {**cfg["quant"], **VARIANTS[name]}
         q_dir = Path("runs") / cfg["name"] / "ablation" / name
         t0 = time.time()
-        if not qat.is_current(q_dir, float_dir, {"quant": quant}):
-            shutil.rmtree(q_dir, ignore_errors=True)
-            qat.quantize(float_dir, q_dir, progress=False, quant_section=quant)
+        stages.ensure_qat(dict(cfg, quant=quant), float_run, q_dir)  # reused when current
         times[name] = time.time() - t0
         rows[name] = evaluate(load_run(q_dir, load_encoder=qmodel.load_qencoder), cfg)
         print(f"{name}: done ({times[name]:.0f} s)", flush=True)

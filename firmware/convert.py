@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.data_io import atomic_write
 from model.errors import UserError
 
 BACKENDS = ("Vitis", "Vivado")
@@ -231,9 +232,7 @@ def _write_dat(path: Path, rows: np.ndarray) -> None:
     rows = np.asarray(rows, np.float64).reshape(len(rows), -1)
     # repr-exact: 17 significant digits round-trip any float64 (grid values print short anyway).
     lines = (" ".join(f"{v:.17g}" for v in row) for row in rows)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    atomic_write(path, "\n".join(lines) + "\n")
 
 
 def write_tb_data(out_dir, inputs, expected, input_format: FixedFormat | None = None) -> np.ndarray:

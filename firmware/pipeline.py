@@ -3,27 +3,26 @@
     simulate (training sample + noisy test scans) -> train (float) -> quantize + prune
     -> hls4ml conversion -> C-simulation two ways -> strain accuracy -> summary.json
 
-Outputs: data/<name>/ (cubes), runs/<name>/float and runs/<name>/<variant> (runs),
-hls_projects/<name>-<variant>/ (the HLS project, tb_data, summary.json, summary.png).
+Outputs: data/<name>/ (cubes named by their key), runs/<name>/float and runs/<name>/<variant>
+(runs), hls_projects/<name>-<variant>/ (the HLS project, tb_data, summary.json). Which stages
+are current, and why, is firmware/stages.py's business.
 """
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from firmware import convert, csim
-from model import health, train
-from model.config import load_config, stale
-from model.data_io import open_cube
+from firmware import convert, csim, frontend, frontend_estimate, stages
+from firmware import estimate as E
+from model import health
+from model.config import load_config
+from model.data_io import open_cube, write_json
 from model.evaluate import maps_from_raw, truth_maps
 from model.errors import UserError
-from model.run import check_pattern_size, encoder_fingerprint, load_run
-from model.simulate import simulate_scan
-from model.data_io import write_json
+from model.run import check_pattern_size, load_run
 from model.strain import MAPS, mae, save_maps_png
 from quant import qat, qmodel
 
@@ -48,57 +47,6 @@ class Stopwatch:
         return Lap()
 
 
-def test_cube_path(data: Path, w: float) -> Path:
-    return data / f"test_w{w:.2f}.h5"
-
-
-def ensure_data(cfg: dict, data: Path, progress: bool) -> tuple[Path, dict]:
-    stamp = data / "config.json"
-    if stale(stamp, cfg, ("simulate", "noise", "train")):
-        shutil.rmtree(data, ignore_errors=True)
-    data.mkdir(parents=True, exist_ok=True)
-    write_json(stamp, cfg)
-    train_cube = data / "train_clean.h5"
-    if not train_cube.exists():
-        train.simulate_training_sample(cfg, train_cube, progress=progress)
-    tests = {}
-    for w in cfg["noise"]["test_levels"]:
-        path = test_cube_path(data, w)
-        if not path.exists():
-            simulate_scan(cfg, path, noise_w=w, seed=int(cfg["noise"]["test_seed"]), progress=progress)
-        tests[w] = path
-    return train_cube, tests
-
-
-FLOAT_SECTIONS = ("simulate", "noise", "model", "train")  # what a float run depends on
-
-
-def ensure_float(cfg: dict, train_cube: Path, float_dir: Path, progress: bool) -> bool:
-    """The float run of `cfg` in float_dir: reused when finished with the same settings, resumed
-    when interrupted, else trained (a run of other settings is removed first). True if it trained."""
-    if stale(float_dir / "config.json", cfg, FLOAT_SECTIONS):
-        shutil.rmtree(float_dir, ignore_errors=True)
-    if (float_dir / "DONE").exists():
-        return False
-    resume = (float_dir / "checkpoints" / "checkpoint").exists()
-    train.train(cfg, train_cube, float_dir, resume=resume, progress=progress)
-    return True
-
-
-def ensure_qat(cfg: dict, float_dir: Path, q_dir: Path, progress: bool) -> bool:
-    """The QAT run of float_dir with `cfg`'s [quant] in q_dir: reused when finished from this very
-    float encoder with exactly the [quant] QAT would now use, else redone. True if it ran.
-
-    `cfg`'s [quant] (bits, sparsity, epochs, integer bits) wins over the float run's."""
-    float_cfg = json.loads((float_dir / "config.json").read_text())
-    want = qat.quant_config(float_cfg, quant_section=cfg["quant"])["quant"]
-    if qat.is_current(q_dir, float_dir, {"quant": want}):
-        return False
-    shutil.rmtree(q_dir, ignore_errors=True)  # QAT is short: an interrupted one restarts
-    qat.quantize(float_dir, q_dir, progress=progress, quant_section=cfg["quant"])
-    return True
-
-
 def project_dir(config, root: Path = Path(".")) -> Path:
     """The HLS project folder `ccstae hls` makes for a config."""
     cfg = load_config(config) if not isinstance(config, dict) else config
@@ -108,41 +56,62 @@ def project_dir(config, root: Path = Path(".")) -> Path:
 
 
 def run_pipeline(config="default", root: Path = Path("."), progress: bool = True) -> dict:
-    cfg = load_config(config)
+    """Every stage of `make hls` on one config (firmware/stages.py keeps what is current)."""
+    cfg = load_config(config) if not isinstance(config, dict) else config
     name = cfg["name"]
     root = Path(root)
     watch = Stopwatch()
     t_start = time.time()
 
     with watch("simulate"):
-        train_cube, tests = ensure_data(cfg, root / "data" / name, progress)
-
-    float_dir = root / "runs" / name / "float"
+        data = stages.ensure_data(cfg, root / "data" / name, progress)
     with watch("train float CC-ST-AE"):
-        ensure_float(cfg, train_cube, float_dir, progress)
-
-    q_dir = root / "runs" / name / qat.variant_name(qat.quant_config(cfg))
+        float_run = stages.ensure_float(cfg, data.outputs["train"], root / "runs" / name / "float", progress)
     with watch("quantize + prune (QAT)"):
-        ensure_qat(cfg, float_dir, q_dir, progress)
+        q_run = stages.ensure_qat(cfg, float_run, root / "runs" / name / qat.variant_name(qat.quant_config(cfg)),
+                                  progress)
 
     prj = project_dir(cfg, root)
-    # The firmware stage's inputs: when they have not changed since its summary, reuse it.
-    # The float encoder counts too: its MAE is in the summary.
-    inputs = {"quant": cfg["quant"], "firmware": cfg["firmware"], "noise": cfg["noise"],
-              "float_encoder_sha256": encoder_fingerprint(float_dir),
-              "encoder_sha256": encoder_fingerprint(q_dir)}
-    previous = json.loads((prj / "summary.json").read_text()) if (prj / "summary.json").exists() else {}
-    if previous.get("inputs") == json.loads(json.dumps(inputs)):
-        print(f"== firmware: {prj} is up to date (delete its summary.json to redo it)")
-        summary = previous
-        summary["times_s"] = {**watch.times, "firmware (reused)": 0.0}
+
+    def build():
+        summary = firmware_stage(cfg, float_run.path, q_run.path, prj, data.outputs["tests"], watch)
+        write_json(prj / "summary.json", summary)  # last: it marks the stage finished
+        return summary
+
+    fw = stages.ensure_firmware(cfg, data, float_run, q_run, prj, build)
+    if fw.ran:
+        summary = fw.outputs["result"]
     else:
-        summary = firmware_stage(cfg, float_dir, q_dir, prj, tests, watch)
-        summary["inputs"] = inputs
+        print(f"== firmware: {prj} is up to date (delete its stage.json to redo it)")
+        summary = json.loads((prj / "summary.json").read_text())
+        summary["times_s"] = {**watch.times, "firmware (reused)": 0.0}
+    summary["stages"] = {r.stage: {"path": str(r.path), "key": r.key, "ran": r.ran, "seconds": r.seconds}
+                         for r in (data, float_run, q_run, fw)}
     summary["times_s"]["total"] = round(time.time() - t_start, 1)
     write_json(prj / "summary.json", summary)
     print(format_summary(summary))
     return summary
+
+
+def problems(summary: dict) -> list[str]:
+    """What makes `make hls` fail: C-simulations not bit-exact, an output range that clips."""
+    c, sat = summary["csim"], summary["saturation"]
+    out = []
+    if c["exact_fraction"] != 1.0:
+        out.append(f"C-simulation 1 is not bit-exact ({100 * c['exact_fraction']:.4f} % of outputs)")
+    if c["testbench_exact_fraction"] != 1.0:
+        out.append(f"C-simulation 2 (testbench) is not bit-exact ({100 * c['testbench_exact_fraction']:.4f} %)")
+    for key, what in (("frontend_exact_fraction", "front end, ctypes library"),
+                      ("frontend_testbench_exact_fraction", "front end, testbench")):
+        if c.get(key, 1.0) != 1.0:
+            out.append(f"C-simulation of the {what} from raw counts is not bit-exact ({100 * c[key]:.4f} %)")
+    if sat["overflow"]:
+        out.append(f"output overflow: {100 * sat['stuck_fraction']:.2f} % of outputs stuck at the "
+                   f"{sat['output_type']} limits while the float twin lies beyond them")
+    if sat.get("large_deviation"):
+        out.append(f"large deviation from the float twin: max {sat['max_abs_deviation']:.3g} "
+                   "(the fixed-point ranges clip)")
+    return out
 
 
 def convert_run(q_dir, prj, firmware_overrides: dict, cube=None, root: Path = Path(".")) -> dict:
@@ -157,11 +126,13 @@ def convert_run(q_dir, prj, firmware_overrides: dict, cube=None, root: Path = Pa
     if cube is not None:
         tests = {"input": Path(cube)}
     else:
-        _, tests = ensure_data(cfg, Path(root) / "data" / cfg["name"], progress=True)
+        tests = stages.ensure_data(cfg, Path(root) / "data" / cfg["name"], progress=True).outputs["tests"]
     summary = firmware_stage(cfg, float_dir, q_dir, Path(prj), tests, Stopwatch())
     write_json(Path(prj) / "summary.json", summary)
     c = summary["csim"]
-    return {"text": format_summary(summary), "exact": c["exact_fraction"] == 1.0 and c["testbench_exact_fraction"] == 1.0}
+    exact = all(c[k] == 1.0 for k in ("exact_fraction", "testbench_exact_fraction", "frontend_exact_fraction",
+                                      "frontend_testbench_exact_fraction"))
+    return {"text": format_summary(summary), "exact": exact}
 
 
 def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: dict, watch: Stopwatch) -> dict:
@@ -174,6 +145,7 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
     with watch("hls4ml convert + compile"):
         hls_model = convert.convert(qenc, spec, prj)
         csim.ensure_compiled(hls_model)
+    est = E.estimate(hls_model, spec.clock_period_ns)
 
     # Every test pattern through the float encoder, the QKeras encoder and the firmware
     # (path 1: hls4ml's compiled C++), the last two compared bit for bit.
@@ -208,6 +180,12 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
     with watch("C-simulation 2: generated testbench (g++)"):
         convert.make_tb_data(prj, qenc, np.concatenate(tb_inputs + [edges]))
         tb = csim.run_testbench(prj)
+
+    with watch("C-simulation of the front end (raw counts): ctypes library + g++ testbench"):
+        fw = {**load_config("default")["firmware"], **cfg["firmware"]}  # runs saved before the front end
+        front = frontend.check_frontend(q_run, prj, tests, int(fw["frontend_patterns_per_level"]),
+                                        int(fw["frontend_pixels_per_clock"]), level_name)
+        front["estimate"] = frontend_estimate.summary(front["geometry"], est)
 
     with watch("strain accuracy"):
         rot = float_run.rot_range  # the rotation bound follows the lattice symmetry
@@ -246,8 +224,16 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                                for label, r in checks},
                  "testbench_patterns": tb.n_patterns, "testbench_exact_fraction": tb.exact_fraction,
                  "testbench_mismatches": [f"pattern {i} output {j}: qkeras {q!r} firmware {f!r}"
-                                          for i, j, q, f in tb.mismatches[:10]]},
+                                          for i, j, q, f in tb.mismatches[:10]],
+                 "frontend_patterns": front["patterns"], "frontend_exact_fraction": front["exact_fraction"],
+                 "frontend_testbench_patterns": front["testbench_patterns"],
+                 "frontend_testbench_exact_fraction": front["testbench_exact_fraction"]},
+        "frontend": front,
         "saturation": saturation,
+        # Resources and cycles with their leave-one-out error bars (firmware/estimate.py).
+        "estimate": {k: est[k] for k in ("kind", "part", "io_type", "clock_period_ns", "latency_cycles", "ii_cycles",
+                                         "latency_us", "patterns_per_s", "error_bars", "features")}
+                    | {"total": {r: est["total"][r] for r in E.RESOURCES}, "summary": E.summary_line(est)},
         "accuracy": accuracy,
         # model/health.py: strain spread across each test scan; below health.FLAT_STRAIN the maps are flat
         "signal": {label: {level_name(w): health.map_signal(r, rot) for w, r in raw[label].items()} for label in raw},
@@ -257,6 +243,24 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
     }
     return summary
 
+
+
+def _frontend_lines(s: dict) -> list:
+    """Per camera: does front end + encoder keep up at the raw pixel rate (estimates)."""
+    est = (s.get("frontend") or {}).get("estimate")
+    if not est:
+        return []
+    lines = [f"front end + encoder ({est['kind']}): per camera, raw px/clock needed -> built, keeps up raw/binned, "
+             f"largest share of xcku115"]
+    for r in est["detectors"]:
+        if "total" in r:
+            frac = r["part_fraction"]
+            worst = max(frac, key=lambda k: frac[k] or 0)
+            lines.append(f"  {r['detector']:<24} {r['raw_pixels']}x{r['raw_pixels']} b{r['binning']}: "
+                         f"{r['needed_pixels_per_clock']:.2f} -> {r['pixels_per_clock']} px/clock, "
+                         f"{r['patterns_per_s']:,.0f} patterns/s, raw {'yes' if r['keeps_up_raw'] else 'NO'}, "
+                         f"binned {'yes' if r['keeps_up_binned'] else 'NO'}, {100 * frac[worst]:.1f} % {worst}")
+    return lines
 
 
 def level_name(w) -> str:
@@ -270,9 +274,15 @@ def format_summary(s: dict) -> str:
              f"C-sim 1 (hls4ml predict vs QKeras): {c['patterns']} patterns, {100 * c['exact_fraction']:.2f} % of outputs bit-exact",
              f"C-sim 2 (myproject_test.cpp, g++):  {c['testbench_patterns']} patterns, "
              f"{100 * c['testbench_exact_fraction']:.2f} % bit-exact",
+             *([f"front end from raw counts (ccstae_top) vs integer preprocessing + QKeras: ctypes "
+                f"{c['frontend_patterns']} patterns {100 * c['frontend_exact_fraction']:.2f} %, testbench "
+                f"{c['frontend_testbench_patterns']} patterns {100 * c['frontend_testbench_exact_fraction']:.2f} % "
+                f"bit-exact"] if "frontend_patterns" in c else []),
+             *_frontend_lines(s),
              f"saturation vs float twin at the noisiest level: {100 * s['saturation']['stuck_fraction']:.2f} % "
              f"of outputs at the {s['saturation']['output_type']} limits, max deviation "
              f"{s['saturation']['max_abs_deviation']:.3g}{'  OVERFLOW' if s['saturation']['overflow'] else ''}",
+             f"resources: {s['estimate']['summary']}" if s.get("estimate") else "resources: (not estimated)",
              "", "strain MAE (theta in degrees) per test noise level w:",
              f"{'w':>5} {'model':>10} " + " ".join(f"{k:>8}" for k in MAPS)]
     fw_signal = {w: v["signal"] for w, v in s.get("signal", {}).get("firmware", {}).items()}

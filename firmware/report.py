@@ -40,7 +40,12 @@ def _levels(variants) -> list:
     levels = set()
     for v in variants:
         levels.update((v.get("mae") or {}).keys())
-    return sorted(levels, key=float)
+    return sorted(levels, key=lambda w: (float(str(w).split()[0]), str(w)))  # "0.5", then "0.5 N=1000"...
+
+
+def _main(w: str) -> bool:
+    """A level of the main test set ("0.5"), not an extra one ("0.5 N=1000", "0.5 [preset]")."""
+    return " " not in str(w)
 
 
 def _get_mae(v: dict, w, key: str, which: str = "mae"):
@@ -49,8 +54,9 @@ def _get_mae(v: dict, w, key: str, which: str = "mae"):
 
 
 def mean_mae(v: dict) -> float:
-    """The ranking score: mean of exx and eyy MAE over all noise levels (lower is better)."""
-    vals = [m.get(k) for m in (v.get("mae") or {}).values() for k in ACCURACY_KEYS if m.get(k) is not None]
+    """The ranking score: mean of exx and eyy MAE over the main set's noise levels (lower is better)."""
+    vals = [m.get(k) for w, m in (v.get("mae") or {}).items() if _main(w) for k in ACCURACY_KEYS
+            if m.get(k) is not None]
     return float(np.mean(vals)) if vals else float("inf")
 
 
@@ -130,6 +136,10 @@ def rows(variants, parts) -> list[dict]:
              "BRAM18": t.get("BRAM18"), "latency_cycles": est.get("latency_cycles"),
              "latency_us": est.get("latency_us"), "ii_cycles": est.get("ii_cycles"),
              "patterns_per_s": est.get("patterns_per_s"), "exact_fraction": v.get("exact_fraction")}
+        # Leave-one-out error bars of the estimator (empty for synthesis numbers).
+        bars = (est.get("error_bars") or {}) if str(est["kind"]).startswith("estimate") else {}
+        for q in E.QUANTITIES:
+            r[f"{q}_err_pct"] = None if bars.get(q) is None else round(100 * bars[q], 1)
         for p in parts:
             for res in E.RESOURCES:
                 f = (est["parts"].get(p) or {}).get(res)
@@ -198,12 +208,20 @@ def _markdown(variants, table, levels, detectors, parts, recs, calibration) -> s
     pct_cols = [f"% {p}" for p in parts]
     head = ["variant", "LUT", "FF", "DSP", "BRAM18", "latency cycles", "latency us", "II", "patterns/s"] + pct_cols
     lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+
+    def pm(r, q, spec=",.0f"):
+        bar = r.get(f"{q}_err_pct")
+        return _fmt(r[q], spec) + ("" if bar is None else f" +- {bar:.0f} %")
+
     for r in table:
         pcts = [" / ".join(_fmt(r[f"{p}_{res}_pct"], ".1f") for res in E.RESOURCES) for p in parts]
-        lines.append("| " + " | ".join([r["name"], _fmt(r["LUT"]), _fmt(r["FF"]), _fmt(r["DSP"]), _fmt(r["BRAM18"]),
-                                        _fmt(r["latency_cycles"]), _fmt(r["latency_us"], ".2f"),
-                                        _fmt(r["ii_cycles"]), _fmt(r["patterns_per_s"])] + pcts) + " |")
-    lines += ["", "Part columns: LUT / FF / DSP / BRAM18 in % of the part.", "",
+        lines.append("| " + " | ".join([r["name"], pm(r, "LUT"), pm(r, "FF"), pm(r, "DSP"), pm(r, "BRAM18"),
+                                        pm(r, "latency_cycles"), _fmt(r["latency_us"], ".2f"),
+                                        pm(r, "ii_cycles"), _fmt(r["patterns_per_s"])] + pcts) + " |")
+    lines += ["", "Part columns: LUT / FF / DSP / BRAM18 in % of the part. '+- x %': the estimator's error bar, "
+              "the root mean square of the relative error of that quantity over the published designs of "
+              "firmware/calibration/designs.toml, each estimated with coefficients fitted on the others "
+              "(leave-one-out).", "",
               "## Accuracy", ""]
     head = ["variant", "bits", "sparsity", "reuse", "bit-exact"]
     for w in levels:
@@ -229,6 +247,7 @@ def _markdown(variants, table, levels, detectors, parts, recs, calibration) -> s
     lines += ["", "Frame rates (frames/s): " + ", ".join(
         f"{(E.DETECTORS[d] if isinstance(d, str) else d)['name']} {(E.DETECTORS[d] if isinstance(d, str) else d)['frame_rate_hz']:,}"
         f" ({(E.DETECTORS[d] if isinstance(d, str) else d).get('confidence', '?')} confidence)" for d in detectors), "",
+        *_frontend_markdown(variants),
         "## Recommendation per detector", "",
         f"The most accurate variant (lowest mean exx/eyy MAE) that keeps up with the detector and uses at most "
         f"{100 * HEADROOM:.0f} % of every resource of {parts[0]}.", ""]
@@ -237,15 +256,37 @@ def _markdown(variants, table, levels, detectors, parts, recs, calibration) -> s
         lines += [f"- {why}" for why in rec["reasons"]] + [""]
     lines += ["## Pareto plots", ""] + [f"![{label}]({name})" for _, label, name in PLOTS] + [""]
     lines += ["## Estimator calibration", ""]
-    if calibration is not None:
-        lines += ["hls4ml tutorial SVHN CNN (QKeras 6-bit, 50 % pruned, io_stream, xcu250, 5 ns), rebuilt with random "
-                  "weights and converted with hls4ml 1.3; published numbers from the tutorial (Vivado HLS / Vivado "
-                  "2020.1). Error = (estimate - published) / published. The estimator aims at Vivado synthesis; "
-                  "HLS csynth LUT counts run about 2x higher. One design and six tuned constants: treat errors on "
-                  "other designs as larger.", "", E.format_calibration(calibration), ""]
+    if isinstance(calibration, dict) and "rows" in calibration:
+        from firmware.calibration import format_table
+
+        lines += ["Published hls4ml syntheses rebuilt with random weights at their published sparsity and converted "
+                  "with hls4ml 1.3; each estimated with LUT/FF coefficients fitted on the others (leave-one-out). "
+                  "Resources: Vivado synthesis; latency/II: HLS csynth.", "", format_table(calibration), ""]
+    elif calibration is not None:
+        bars = E.error_bars()
+        lines += ["Error bars (root mean square of the leave-one-out relative errors) per quantity over the published designs of "
+                  "firmware/calibration/designs.toml (table: bench/bench_estimate.py): " + ", ".join(
+                      f"{q} {'-' if b is None else f'{100 * b:.0f} %'}" for q, b in bars.items()) + ".", ""]
     else:
         lines += ["(not run)", ""]
     return "\n".join(lines)
+
+
+def _frontend_markdown(variants) -> list:
+    """Front end + encoder at each camera's raw pixel rate (firmware/frontend_estimate.py), for
+    variants that carry it: the table above counts the encoder fed one binned pixel per clock."""
+    from firmware import frontend_estimate as FE
+
+    lines = []
+    for v in variants:
+        if v.get("frontend"):
+            lines += [f"### Raw pixel rate, {v['name']}: front end (binning, crop, mask, LUT) + encoder", "",
+                      FE.format_table(v["frontend"]), ""]
+    if lines:
+        lines = ["## Detectors at the raw pixel rate (estimates)", "",
+                 "Each camera's raw frame binned onto the variant's encoder input; the front end reads the "
+                 "pixels per clock shown (the fewest that keep up and fit the frame's geometry).", ""] + lines
+    return lines
 
 
 def _markdown_to_html(md: str) -> str:
@@ -298,8 +339,8 @@ def write_report(variants: list[dict], out_dir, detectors=tuple(E.DETECTORS), pa
     """Write report.md, report.csv, report.html and pareto_{lut,dsp,latency}.png into out_dir.
 
     detectors: keys of estimate.DETECTORS or dicts {"name", "frame_rate_hz"}. parts: keys of
-    estimate.PARTS; the first is the one recommendations must fit. calibration: "run" (runs
-    estimate.calibration_table(), ~5 s), a calibration_table() result, or None (left out).
+    estimate.PARTS; the first is the one recommendations must fit. calibration: "run" (the
+    leave-one-out error bars of fit.json), a firmware.calibration.calibrate() table, or None (left out).
     Returns {"md", "csv", "html", "png": [...], "recommendations": [...]} (paths as str).
     """
     if not variants:
@@ -310,8 +351,6 @@ def write_report(variants: list[dict], out_dir, detectors=tuple(E.DETECTORS), pa
             raise ValueError(f"unknown part {p!r}; known: {', '.join(E.PARTS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if calibration == "run":
-        calibration = E.calibration_table()
     table = rows(variants, parts)
     levels = _levels(variants)
     recs = [recommend(variants, d, parts[0]) for d in detectors]

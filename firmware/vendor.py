@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from model.data_io import atomic_path, atomic_write
 from model.errors import UserError
 
 TOOLS = ("vitis_hls", "vitis-run", "vivado_hls")
@@ -50,7 +51,7 @@ def _command(prj_dir: Path, steps: dict) -> list[str] | None:
         tool = next((t for t in ("vitis-run", "vitis_hls") if shutil.which(t)), None)
         if tool is None:
             return None
-        (prj_dir / "build_opt.tcl").write_text(
+        atomic_write(prj_dir / "build_opt.tcl",
             "array set opt {\n" + "".join(f"    {k:<10} {v}\n" for k, v in opts.items()) + "}\n")
         return ["vitis-run", "--tcl", "build_prj.tcl", "--mode", "hls"] if tool == "vitis-run" \
             else ["vitis_hls", "-f", "build_prj.tcl"]
@@ -65,7 +66,7 @@ def _run(prj_dir, steps: dict, timeout: float) -> dict | None:
     if cmd is None:
         print(SKIP_REASON)
         return None
-    with open(prj_dir / "vendor_build.log", "w") as log:
+    with atomic_path(prj_dir / "vendor_build.log", overwrite=True) as tmp, open(tmp, "w") as log:
         proc = subprocess.run(cmd, cwd=prj_dir, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
     report = parse_report(prj_dir)
     report["returncode"] = proc.returncode
@@ -79,8 +80,36 @@ def vendor_csim(prj_dir, timeout: float = 3600) -> dict | None:
 
 
 def vendor_synth(prj_dir, timeout: float = 6 * 3600) -> dict | None:
-    """Vendor C synthesis (HLS estimates: latency, II, LUT/FF/DSP/BRAM); None without the tool."""
-    return _run(prj_dir, {"synth": 1}, timeout)
+    """Vendor C synthesis (HLS estimates: latency, II, LUT/FF/DSP/BRAM); None without the tool.
+
+    A successful report joins the estimator's calibration set (record_calibration).
+    """
+    report = _run(prj_dir, {"synth": 1}, timeout)
+    if report and report.get("returncode") == 0 and report.get("summary"):
+        report["calibration_entry"] = record_calibration(prj_dir, report["summary"])
+    return report
+
+
+def record_calibration(prj_dir, summary: dict, path=None) -> str | None:
+    """Add a csynth summary of a `ccstae hls` project to firmware/calibration/vendor_designs.toml.
+
+    The project's summary.json holds the estimator's feature counts for the same hardware; the
+    next `bench/bench_estimate.py --refit` fits with the report included. Returns the entry name,
+    or None (with a printed reason) when the project has no estimate to pair the report with.
+    """
+    import json
+
+    from firmware import calibration
+
+    prj_dir = Path(prj_dir)
+    s = prj_dir / "summary.json"
+    est = json.loads(s.read_text()).get("estimate") if s.exists() else None
+    if not est or "features" not in est:
+        print(f"{prj_dir}: no estimate in summary.json; report not added to the calibration set")
+        return None
+    entry = calibration.add_report(est, summary, name=prj_dir.name, source=f"ccstae vendor synth {prj_dir}",
+                                   path=path or calibration.VENDOR_FILE)
+    return entry["name"]
 
 
 def parse_report(prj_dir) -> dict:

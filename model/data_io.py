@@ -175,11 +175,14 @@ class CubeWriter:
             if not same:
                 if getattr(self, "file", None):
                     self.file.close()
-                raise UserError(f"{self.partial}: an interrupted run with other settings; delete it to start again")
-        else:
+                if not self.overwrite:
+                    raise UserError(f"{self.partial}: an interrupted run with other settings; delete it "
+                                    "(or use --overwrite) to start again")
+                self.partial.unlink()
+        if not self.partial.exists():
             self.file = h5py.File(self.partial, "w")
             self._create(self.file)
-            self.file.attrs["rows_done"] = 0
+            self.file.attrs["rows_done"] = self.rows_done = 0
         return self
 
     def write_rows(self, r0: int, rows: np.ndarray) -> None:

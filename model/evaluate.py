@@ -1,7 +1,6 @@
 """Strain maps from a trained run, written to HDF5 + PNG, and their error against ground truth."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import h5py
 import numpy as np
 
 from model import health, network, strain
-from model.data_io import open_cube, write_json
+from model.data_io import atomic_path, open_cube, write_json
 from model.errors import DataError, UserError
 from model.run import Run, check_pattern_size, predict_raw
 
@@ -44,14 +43,12 @@ def write_strain_h5(path: Path, maps: dict, attrs: dict, overwrite: bool = False
     path = Path(path)
     if path.exists() and not overwrite:
         raise UserError(f"{path}: exists (pass --overwrite to replace it)")
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path, overwrite=True) as tmp, h5py.File(tmp, "w") as f:
         for k in strain.MAPS:
             f.create_dataset(k, data=maps[k].astype(np.float32))
         f["theta"].attrs["units"] = "radians"
         for k, v in attrs.items():
             f.attrs[k] = v
-    os.replace(tmp, path)
 
 
 def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean", dataset=None,

@@ -99,3 +99,41 @@ def verdict(report: dict) -> str:
         parts.append(f"loss {100 * report['loss_gain']:.1f} % below the identity warp's")
     head = "FLAT: the encoder learned nothing usable" if report["flat"] else "the encoder learned a signal"
     return f"{head} ({', '.join(parts)})"
+
+
+def noise_floor(clean: np.ndarray, counts: float, w: float = 0.0, gamma_frac: float = 0.15,
+                central_radius: float = 0.0) -> dict:
+    """A rough shot-noise floor of per-pattern strain: the Cramer-Rao bound for the lattice
+    matrix M from Poisson counts, as the MAE an unbiased estimator would reach at best.
+
+    clean: (N, P, P) noise-free patterns (sum 1); the expected counts are
+    counts ((1 - w) I + w L) with L the noise model's Lorentzian (model/noise.py). A disk at
+    g moves to M g, so dI/dM_ij(p) = -d_i I(p) p_j, with p the pixel's vector from the
+    centre; pixels within central_radius (the central disk, which does not move) carry no
+    information. It counts disk-size changes as information too, so it is optimistic:
+    a floor, not a target. Returns the mean MAE floor of exx, eyy, exy and the Bragg counts."""
+    from model.noise import lorentzian
+
+    clean = np.asarray(clean, np.float64)
+    size = clean.shape[-1]
+    c = (size - 1) / 2
+    rows, cols = np.mgrid[:size, :size]
+    px, py = cols - c, rows - c
+    outside = np.hypot(px, py) >= central_radius
+    lor = lorentzian(size, gamma_frac * size)
+    sig = {k: [] for k in STRAINS}
+    bragg = []
+    for img in clean:
+        img = img / img.sum()
+        lam = counts * ((1 - w) * img + w * lor)
+        gy, gx = np.gradient(counts * (1 - w) * img)
+        # d lambda / d(M11, M12, M21, M22): row i of M acts on (x, y) and moves along axis i.
+        d = np.stack([-gx * px, -gx * py, -gy * px, -gy * py])[:, outside]
+        fisher = (d / np.maximum(lam[outside], 1e-12)) @ d.T
+        cov = np.linalg.pinv(fisher)
+        sig["exx"].append(np.sqrt(cov[0, 0]))
+        sig["eyy"].append(np.sqrt(cov[3, 3]))
+        sig["exy"].append(0.5 * np.sqrt(max(cov[1, 1] + cov[2, 2] + 2 * cov[1, 2], 0)))
+        bragg.append(counts * (1 - w) * img[outside].sum())
+    mae_factor = np.sqrt(2 / np.pi)  # MAE of a zero-mean Gaussian over its std
+    return {**{k: float(mae_factor * np.mean(v)) for k, v in sig.items()}, "bragg_counts": float(np.mean(bragg))}

@@ -98,7 +98,7 @@ def build_specimen(p):
 class Engine:
     """The built potential and probe of one sample; `row(r)` -> (Ry, P, P) patterns, sum 1."""
 
-    def __init__(self, p, progress: bool = False):
+    def __init__(self, p):
         abtem = import_abtem()
         self.p, self.abtem = p, abtem
         atoms = build_specimen(p)
@@ -155,11 +155,11 @@ def resample(arr, k0, dk, p, jitter=None):
     return out, fraction
 
 
-def simulate_rows(p, writer, gt, noise_fn, progress: bool = True):
-    """Fill writer's rows from writer.rows_done on (resume) with multislice patterns, then its maps."""
+def simulate_rows(p, writer, gt, progress: bool = True):
+    """Fill writer's rows from writer.rows_done on (resume) with clean multislice patterns, then its maps."""
     from tqdm import tqdm
 
-    engine = Engine(p, progress=progress)
+    engine = Engine(p)
     rx, ry = gt["exx"].shape
     if "detected_fraction" not in writer.file:  # share of the electrons on the detector, per pattern
         writer.file.create_dataset("detected_fraction", shape=(rx, ry), dtype="float32")
@@ -170,5 +170,5 @@ def simulate_rows(p, writer, gt, noise_fn, progress: bool = True):
                   if p.jitter_px > 0 else None)
         row, frac = engine.row(r, jitter)
         writer.file["detected_fraction"][r] = frac
-        writer.write_rows(r, noise_fn(r, row).reshape(1, ry, p.pattern, p.pattern))
+        writer.write_rows(r, row.reshape(1, ry, p.pattern, p.pattern))
     writer.write_ground_truth(gt)

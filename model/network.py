@@ -43,7 +43,11 @@ def build_encoder(pattern: int, filters=(8, 16, 16), dense=(32,), name: str = "e
     for j, units in enumerate(dense, start=1):
         x = keras.layers.Dense(units, name=f"dense{j}")(x)
         x = keras.layers.Activation("relu", name=f"dense_relu{j}")(x)
-    out = keras.layers.Dense(N_OUTPUTS, name="out")(x)
+    # Zero-initialised output, as in the spatial-transformer paper: every pattern starts at the
+    # identity warp. With random initial warps the quickest way down the loss is to silence the
+    # encoder, and the dense ReLUs die for good (issue 11: 0 of 32 alive, flat maps, on single
+    # crystals); from the identity the gradient reaches the living features instead.
+    out = keras.layers.Dense(N_OUTPUTS, name="out", kernel_initializer="zeros")(x)
     return keras.Model(x_in, out, name=name)
 
 

@@ -47,6 +47,20 @@ def check_counts(counts) -> float:
     return c
 
 
+def counts_from_dose(dose_e_per_A2: float, scan_step_A: float) -> float:
+    """Electrons per pattern of a dose in e/A^2: each probe position receives the dose of one
+    scan-step square (dose x step^2), the usual convention for 4D-STEM doses."""
+    dose = float(dose_e_per_A2)
+    if not math.isfinite(dose) or dose <= 0:
+        raise UserError(f"dose = {dose_e_per_A2!r} must be > 0 (electrons per square Angstrom)")
+    return dose * float(scan_step_A) ** 2
+
+
+def dose_from_counts(counts: float, scan_step_A: float) -> float:
+    """Dose in e/A^2 of `counts` electrons per pattern at a scan step in Angstrom."""
+    return check_counts(counts) / float(scan_step_A) ** 2
+
+
 def add_noise(patterns: np.ndarray, w, counts: float, rng: np.random.Generator,
               gamma_frac: float = 0.15) -> np.ndarray:
     """Noisy copies of (N, P, P) or (P, P) patterns, float32; fresh draws from rng each call.

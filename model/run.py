@@ -23,6 +23,8 @@ class Run:
     encoder: object  # keras.Model
     crop: int = 0
     prep: dict | None = None  # preprocess.json as saved (mask, lattice, measured figures)
+    # Set for runs trained on the integer front end's inputs (QAT): their inputs come from it too.
+    integer_inputs: preprocess.PreprocessParams | None = None
 
     @property
     def mask(self) -> dict | None:
@@ -34,7 +36,13 @@ class Run:
         return float((self.prep or {}).get("lattice", {}).get("rotation_range", network.ROTATION_RANGE))
 
     def inputs(self, patterns: np.ndarray) -> np.ndarray:
+        if self.integer_inputs is not None:
+            return preprocess.preprocess_integer(patterns, self.integer_inputs)
         return preprocess.preprocess(patterns, self.scale, self.binning, self.crop, self.mask)
+
+    def preprocess_params(self) -> preprocess.PreprocessParams:
+        """The integer front end's parameters of this run (runs saved before it: today's defaults)."""
+        return self.integer_inputs or preprocess.PreprocessParams.from_run(self.path, self.config)
 
 
 def encoder_fingerprint(run_dir) -> str:
@@ -55,8 +63,10 @@ def load_run(path, load_encoder=None) -> Run:
     if load_encoder is None:
         load_encoder = lambda p: keras.models.load_model(p, compile=False)  # noqa: E731
     encoder = load_encoder(path / "encoder.h5")
-    return Run(path, json.loads((path / "config.json").read_text()), int(pre["pattern"]),
-               int(pre["binning"]), float(pre["scale"]), encoder, int(pre.get("crop", 0)), pre)
+    config = json.loads((path / "config.json").read_text())
+    integer = preprocess.PreprocessParams.from_run(path, config) if pre.get("input_path") == "counts" else None
+    return Run(path, config, int(pre["pattern"]), int(pre["binning"]), float(pre["scale"]), encoder,
+               int(pre.get("crop", 0)), pre, integer)
 
 
 def check_pattern_size(cube, pattern: int) -> None:

@@ -1,9 +1,13 @@
-"""Kinematic 4D-STEM simulator: a strained hexagonal polycrystal seen by a scanned probe.
+"""4D-STEM simulator: a strained polycrystal seen by a scanned probe; the kinematic engine.
 
 Sample. A 2D scan of Rx x Ry probe positions over Voronoi grains, each with its own
-in-plane rotation, plus smooth (Gaussian-filtered white noise) strain and rotation fields.
-`ground_truth_maps` returns exx, eyy, exy (dimensionless), theta (RADIANS) and the grain
-label of every probe position.
+in-plane rotation, plus smooth strain and rotation: either independent Gaussian-filtered
+fields (strain_field = "independent", the original simulator) or the gradient of one
+displacement field (strain_field = "displacement", model/sample.py), the sample the
+multislice engine (model/multislice.py, `engine = "multislice"`) builds from atoms; the
+kinematic engine draws the very same sample. `ground_truth_maps` returns exx, eyy, exy
+(dimensionless), theta (RADIANS) and the grain label of every probe position.
+`simulate_scan` dispatches on `engine`, so every caller gets either.
 
 Pattern geometry (the convention the model relies on; it matches model/stn.py):
 
@@ -14,7 +18,8 @@ Pattern geometry (the convention the model relies on; it matches model/stn.py):
   i.e. x runs along columns (numpy axis -1) and y along rows (numpy axis -2), y pointing
   down the image. R(theta) = [[cos, -sin], [sin, cos]] acts on (x, y).
 - Reference lattice: hexagonal, real-space constant a, first-order |g| = 2 / (sqrt(3) a)
-  (1/Angstrom, no 2 pi), g1 = |g| (1, 0) and g2 = |g| (1/2, sqrt(3)/2) in (x, y).
+  (1/Angstrom, no 2 pi), g1 = |g| (1, 0) and g2 = |g| (1/2, sqrt(3)/2) in (x, y); square and
+  rectangular lattices have a along x and b along y (model/crystal.py: crystals and lattices).
 - A probe position with strain eps = [[exx, exy], [exy, eyy]] and rotation theta puts the
   disk of g at  g' = R(theta) (I + eps)^-T g ; the central disk stays at g' = 0.
   `disk_centres` returns these positions as (row, col) pixel coordinates.
@@ -22,8 +27,9 @@ Pattern geometry (the convention the model relies on; it matches model/stn.py):
 Detector: reciprocal pixel size k_px = (detector pixel / camera length) / lambda, with
 lambda the relativistic electron wavelength. Disks are soft top-hats of radius
 convergence / lambda / k_px pixels with intensity exp(-B |g|^2 / 4) (|g| of the reference
-lattice), the central disk `central_disk` times a first-order disk. Patterns are float32
-and normalised to sum 1, which is what model/noise.py expects.
+lattice), times the kinematic |F(g)|^2 of a named crystal; the central disk `central_disk`
+times a first-order disk, or `central_share` of all the electrons (see reciprocal_lattice).
+Patterns are float32 and normalised to sum 1, which is what model/noise.py expects.
 """
 from __future__ import annotations
 
@@ -77,9 +83,10 @@ class SimParams:
     thickness_A: float = 0.0
     sampling_A: float = 0.1
     slice_thickness_A: float = 1.0
+    central_share: float = 0.0
 
     OPTIONAL = ("engine", "crystal", "lattice", "lattice_constant_b", "strain_field", "scan_step_A",
-                "thickness_A", "sampling_A", "slice_thickness_A")
+                "thickness_A", "sampling_A", "slice_thickness_A", "central_share")
     CHOICES = {"engine": ("kinematic", "multislice"), "lattice": ("hexagonal", "square", "rectangular"),
                "strain_field": ("independent", "displacement")}
 
@@ -109,7 +116,7 @@ class SimParams:
                     "detector_pixel_um", "convergence_mrad", "disk_edge_px", "scan_step_A", "sampling_A",
                     "slice_thickness_A"]
         non_negative = ["grain_rotation_deg", "rotation_field_deg", "strain_amplitude",
-                        "intensity_decay", "central_disk", "jitter_px", "lattice_constant_b", "thickness_A"]
+                        "intensity_decay", "central_disk", "jitter_px", "lattice_constant_b", "thickness_A", "central_share"]
         for key in positive + non_negative:
             v = sim[key]
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
@@ -118,6 +125,8 @@ class SimParams:
                 raise bad(key, "must be > 0")
             if v < 0:
                 raise bad(key, "must be >= 0")
+        if sim["central_share"] >= 1:
+            raise bad("central_share", "must be < 1 (a fraction of the counts; 0: use central_disk)")
         if sim["strain_amplitude"] >= 0.5:
             raise bad("strain_amplitude", "must be < 0.5 (a strain, not a percentage)")
         p = cls(scan=tuple(int(v) for v in scan),
@@ -126,7 +135,8 @@ class SimParams:
         from model.crystal import check_crystal
         check_crystal(p.crystal, p.thickness_A)
         if p.engine == "multislice" and p.crystal == "none":
-            raise bad("crystal", "the multislice engine needs atoms: name a crystal (see model/crystal.py)")
+            raise bad("crystal", "the multislice engine needs atoms: name a crystal (model/crystal.py), "
+                                 "or use a preset ms-*")
         if p.engine == "multislice" and p.strain_field != "displacement":
             raise bad("strain_field", "the multislice engine moves atoms: set strain_field = \"displacement\"")
         if p.g1_px + p.disk_radius_px >= p.pattern / 2:
@@ -147,8 +157,10 @@ class SimParams:
 
     @property
     def g1(self) -> float:
-        """First-order reciprocal vector length (1/Angstrom)."""
-        return 2 / (math.sqrt(3) * self.lattice_constant)
+        """First-order reciprocal vector length (1/Angstrom): the shortest reflection that is not extinct."""
+        if self.crystal == "none" and self.lattice == "hexagonal":
+            return 2 / (math.sqrt(3) * self.lattice_constant)
+        return _crystal_reflections(self)[1]
 
     @property
     def g1_px(self) -> float:
@@ -222,24 +234,91 @@ def ground_truth_maps(sim_cfg) -> dict:
 # Patterns
 
 
+def _crystal_reflections(p, order: int = 8):
+    """(g (N, 2) in 1/Angstrom, first-order |g|, intensities (N,) relative to the strongest reflection)
+    of every reflection up to `order` times the basis, g = 0 first; extinct ones (|F|^2 < 1e-6 of
+    the strongest) dropped. The first order is the shortest reflection left."""
+    from model.crystal import intensities, reciprocal_basis
+
+    key = (p.crystal, p.lattice, p.lattice_constant, p.lattice_constant_b, order)
+    if key not in _REFLECTIONS:
+        basis = reciprocal_basis(p)
+        h, k = np.mgrid[-order:order + 1, -order:order + 1].reshape(2, -1)
+        g = h[:, None] * basis[0] + k[:, None] * basis[1]
+        g = g[np.argsort(np.hypot(g[:, 0], g[:, 1]), kind="stable")]
+        inten = intensities(p, g)
+        keep = inten > 1e-6 * inten[1:].max()
+        keep[0] = True
+        g, inten = g[keep], inten[keep]
+        gabs = np.hypot(g[:, 0], g[:, 1])
+        _REFLECTIONS[key] = (g, gabs[1], inten / inten[1:].max())
+    return _REFLECTIONS[key]
+
+
+_REFLECTIONS = {}
+
+
 def reciprocal_lattice(sim_cfg):
     """Reference lattice vectors g (D, 2) as (x, y) pixels and disk amplitudes (D,).
 
     All orders whose disk can touch the detector (with margin for strain and jitter); the
-    central disk g = 0 comes first.
+    central disk g = 0 comes first. Amplitudes: 1 for a structureless lattice; for a crystal its
+    kinematic intensities |F(g)|^2 relative to the strongest reflection (model/crystal.py); both
+    damped by exp(-B |g|^2 / 4). The central disk is `central_disk` times a first-order disk of
+    the structureless lattice; or, with central_share > 0, amplitudes are shares of all the
+    electrons: the central disk central_share, the rest shared by every reflection out to
+    the multislice cut-off (on the detector or not) in proportion to its intensity. Patterns are normalised
+    to sum 1 on the detector afterwards, as the multislice engine's are.
     """
     p = sim_params(sim_cfg)
     half = p.disk_radius_px + 5 * p.disk_edge_px
     gmax = (p.pattern / math.sqrt(2) + half) / (1 - p.strain_amplitude * 2) + 4 * p.jitter_px + 1
-    n = int(math.ceil(gmax / p.g1_px * 2 / math.sqrt(3))) + 1
-    h, k = np.mgrid[-n:n + 1, -n:n + 1].reshape(2, -1)
-    g = p.g1_px * np.stack([h + 0.5 * k, k * math.sqrt(3) / 2], axis=-1)
-    keep = np.hypot(g[:, 0], g[:, 1]) <= gmax
-    g = g[keep]
-    g = g[np.argsort(np.hypot(g[:, 0], g[:, 1]), kind="stable")]  # g = 0 first
-    amp = np.exp(-p.intensity_decay * (np.hypot(g[:, 0], g[:, 1]) * p.k_px) ** 2 / 4)
+    if p.crystal == "none" and p.lattice == "hexagonal":  # the original simulator, unchanged
+        n = int(math.ceil(gmax / p.g1_px * 2 / math.sqrt(3))) + 1
+        h, k = np.mgrid[-n:n + 1, -n:n + 1].reshape(2, -1)
+        g = p.g1_px * np.stack([h + 0.5 * k, k * math.sqrt(3) / 2], axis=-1)
+        keep = np.hypot(g[:, 0], g[:, 1]) <= gmax
+        g = g[keep]
+        g = g[np.argsort(np.hypot(g[:, 0], g[:, 1]), kind="stable")]  # g = 0 first
+        rel = np.ones(len(g))
+    else:
+        from model.crystal import reciprocal_basis
+
+        order = int(math.ceil(gmax * p.k_px / np.linalg.norm(reciprocal_basis(p), axis=1).min())) + 1
+        g, _, rel = _crystal_reflections(p, order)
+        g = g / p.k_px
+        keep = np.hypot(g[:, 0], g[:, 1]) <= gmax
+        g, rel = g[keep], rel[keep]
+    amp = rel * np.exp(-p.intensity_decay * (np.hypot(g[:, 0], g[:, 1]) * p.k_px) ** 2 / 4)
     amp[0] = p.central_disk * math.exp(-p.intensity_decay * p.g1**2 / 4)
+    if p.central_share > 0:
+        amp *= (1 - p.central_share) / _scattered_total(p)
+        amp[0] = p.central_share
     return g, amp
+
+
+def _scattered_total(p) -> float:
+    """Sum of the damped relative intensities of every reflection with 0 < |g| <= kmax: the
+    scattered electrons, on the detector or not, that central_share's complement is shared by.
+    kmax = (2/3) / (2 sampling_A), the largest angle the multislice engine keeps at this sampling."""
+    from model.crystal import reciprocal_basis
+
+    kmax = (2 / 3) / (2 * p.sampling_A)
+    order = int(math.ceil(kmax / np.linalg.norm(reciprocal_basis(p), axis=1).min())) + 1
+    g, _, rel = _crystal_reflections(p, order) if p.crystal != "none" or p.lattice != "hexagonal" else \
+        (_hexagonal(p, order), None, None)
+    gabs = np.hypot(g[:, 0], g[:, 1])
+    rel = np.ones(len(g)) if rel is None else rel
+    keep = (gabs > 0) & (gabs <= kmax)
+    return float((rel * np.exp(-p.intensity_decay * gabs**2 / 4))[keep].sum())
+
+
+def _hexagonal(p, n):
+    """Reflections (1/Angstrom) of the structureless hexagonal lattice up to order n."""
+    from model.crystal import reciprocal_basis
+
+    h, k = np.mgrid[-n:n + 1, -n:n + 1].reshape(2, -1)
+    return h[:, None] * reciprocal_basis(p)[0] + k[:, None] * reciprocal_basis(p)[1]
 
 
 def lattice_matrix(exx, eyy, exy, theta) -> np.ndarray:
@@ -272,6 +351,9 @@ def render_patterns(sim_cfg, exx, eyy, exy, theta, rng=None, batch: int = 64) ->
     rng draws the centre jitter (std jitter_px); without one it is seeded from the config.
     """
     p = sim_params(sim_cfg)
+    if p.engine != "kinematic":
+        raise UserError("render_patterns draws kinematic patterns, but simulate.engine = "
+                        f"{p.engine!r}: simulate whole scans (train.sample_kind = \"scan\")")
     exx, eyy, exy, theta = (np.atleast_1d(np.asarray(v, np.float64)).ravel() for v in (exx, eyy, exy, theta))
     n = len(exx)
     if not len(eyy) == len(exy) == len(theta) == n:
@@ -308,6 +390,35 @@ def render_patterns(sim_cfg, exx, eyy, exy, theta, rng=None, batch: int = 64) ->
 # Whole scans, streamed to disk
 
 
+def _clean_multislice(cfg, out_path, rows, progress) -> Path:
+    """The clean multislice scan of cfg (seed set) cached in out_path's folder; simulated if absent."""
+    import hashlib
+
+    key = json.dumps({"simulate": cfg["simulate"], "rows": rows}, sort_keys=True)
+    path = Path(out_path).parent / f".ms-clean-{hashlib.sha1(key.encode()).hexdigest()[:12]}.h5"
+    if not path.exists():  # overwrite: a partial run of the same sample from another [noise] restarts
+        simulate_scan(cfg, path, clean=True, overwrite=True, progress=progress, rows=rows)
+    return path
+
+
+def _noisy_copy(clean_path, out_path, attrs, p, noise_w, counts, gamma, overwrite, progress) -> Path:
+    """Noisy copy of a clean cube, row by row, with its ground truth and detected fractions."""
+    import h5py
+
+    from model import data_io, noise
+
+    with h5py.File(clean_path, "r") as src, \
+            data_io.CubeWriter(out_path, src["datacube"].shape, attrs=attrs, overwrite=overwrite) as w:
+        for r in tqdm(range(src["datacube"].shape[0]), desc="noise", unit="row", disable=not progress,
+                      dynamic_ncols=True):
+            rng = np.random.default_rng([p.seed, 2, r])
+            w.write_rows(r, noise.add_noise(src["datacube"][r], noise_w, counts, rng, gamma_frac=gamma)[None])
+        w.write_ground_truth({k: src["ground_truth"][k][()] for k in src["ground_truth"]})
+        if "detected_fraction" in src:
+            w.file.create_dataset("detected_fraction", data=src["detected_fraction"][()])
+    return Path(out_path)
+
+
 def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | None = None, seed: int | None = None,
                   clean: bool = False, overwrite: bool = False, progress: bool = True, rows: int | None = None) -> Path:
     """Simulate a scan into our HDF5 layout (model/data_io.py), one scan row at a time.
@@ -320,7 +431,10 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
     appears atomically at the end (no partial file on failure).
 
     simulate.engine = "multislice" hands the rows to model/multislice.py (abTEM); its rows go
-    to OUT.partial first, and a run interrupted there resumes from its last finished row.
+    to OUT.partial first, and a run interrupted there resumes from its last finished row. A
+    noisy multislice scan is a noisy copy of a clean one cached beside the output
+    (.ms-clean-<digest of [simulate], seed and rows>.h5), so the noise levels and doses of one
+    sample cost one multislice run; noise draws are per scan row (seed, row).
     """
     from model import data_io, noise
 
@@ -346,6 +460,8 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
     cfg_saved = dict(cfg, simulate=sim)
     attrs = {"config": json.dumps(cfg_saved), "noise_w": 0.0 if clean else float(noise_w),
              "counts": counts, "clean": bool(clean), "seed": p.seed, "created_by": "ccstae simulate",
+             "engine": p.engine, "scan_step_A": p.scan_step_A,
+             "dose_e_per_A2": 0.0 if clean else noise.dose_from_counts(counts, p.scan_step_A),
              "geometry": "disk of g at (row, col) = (c + y, c + x), c = (P-1)/2, (x, y) = R(theta)(I+eps)^-T g",
              "theta_units": "radians"}
     attrs.update({f"simulate.{k}": v for k, v in asdict(p).items()})
@@ -356,16 +472,15 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
         from model import multislice
 
         multislice.import_abtem()  # fail early, before any file appears
-        attrs.update({"engine": "multislice", "specimen_extent_A": multislice.specimen_extent(p),
-                      "margin_A": multislice.margin_A(p)})
-
-        def noisy(r, row):  # one generator per row, so a resumed run draws the same noise
-            rng = np.random.default_rng([p.seed, 2, r])
-            return row if clean else noise.add_noise(row, noise_w, counts, rng, gamma_frac=gamma)
-
+        # abTEM samples the pattern at 1 / extent: coarser than k_px means the detector grid is interpolated
+        attrs.update({"specimen_extent_A": multislice.specimen_extent(p), "margin_A": multislice.margin_A(p),
+                      "multislice_dk_over_k_px": max(1 / e for e in multislice.specimen_extent(p)) / p.k_px})
+        if not clean:  # noise on a clean scan cached beside the output: one multislice run per sample
+            return _noisy_copy(_clean_multislice(cfg_saved, out_path, rows, progress), out_path, attrs, p,
+                               noise_w, counts, gamma, overwrite, progress)
         with data_io.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite,
                                 resume=True) as w:
-            multislice.simulate_rows(p, w, gt, noisy, progress=progress)
+            multislice.simulate_rows(p, w, gt, progress=progress)
         return out_path
 
     with data_io.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite) as w:

@@ -18,7 +18,6 @@ A run directory holds:
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from model import health, lattice, network, noise, preprocess, stn
-from model.data_io import open_cube, write_json
+from model.data_io import atomic_path, open_cube, write_json
 from model.errors import UserError
 
 NOISE_MODES = ("none", "fixed", "mixed", "curriculum")
@@ -98,7 +97,7 @@ class Trainer:
 
     def __init__(self, cfg: dict, patterns: np.ndarray, run_dir: Path, encoder=None, scale=None,
                  reference=None, batch_hooks=(), save_encoder=None, select_from_epoch: int = 1,
-                 prep: dict | None = None):
+                 prep: dict | None = None, integer_inputs: preprocess.PreprocessParams | None = None):
         validate_train_config(cfg)
         self.cfg, self.t, self.run_dir = cfg, cfg["train"], Path(run_dir)
         t, m = self.t, cfg["model"]
@@ -125,6 +124,9 @@ class Trainer:
         # Model selection considers epochs from this one on (QAT: once pruning reached its target).
         self.select_from_epoch = int(select_from_epoch)
         self.save_encoder = save_encoder or (lambda enc, path: enc.save(path, save_format="h5", include_optimizer=False))
+        # QAT: the encoder's inputs come from the integer front end's reference (counts -> binned
+        # counts -> mask -> LUT), so training sees bit for bit what the firmware will; targets stay float.
+        self.integer_inputs = integer_inputs
 
         rng = np.random.default_rng(t["seed"])
         order = rng.permutation(len(patterns))
@@ -132,7 +134,7 @@ class Trainer:
         self.train_raw, self.val_raw = patterns[order[n_val:]], patterns[order[:n_val]]
         # The validation set gets fixed noise draws at the training levels, once.
         val_levels = np.resize(np.asarray(t["noise_levels"] if t["noise_mode"] != "none" else [0.0]), n_val)
-        self.val_in = self.prep(self.noisy(self.val_raw, val_levels, np.random.default_rng(t["seed"] + 1)))
+        self.val_in = self.encoder_inputs(self.noisy(self.val_raw, val_levels, np.random.default_rng(t["seed"] + 1)))
         self.val_target = self.prep(self.val_raw)
 
         if encoder is None:
@@ -154,6 +156,7 @@ class Trainer:
             inner = max(inner, float(self.prep_mask["radius"]) + 1.0)
         self.mask = stn.annular_mask(self.pattern, inner, t["mask_outer"] * self.pattern)
         self.optimizer = tf.keras.optimizers.Adam(t["learning_rate"])
+        self.optimizer.build(self.model.trainable())  # one optimizer for the encoder-only and the full steps
         self.epoch = tf.Variable(0, dtype=tf.int64)
         self.best_val = tf.Variable(np.inf, dtype=tf.float64)
         self.ckpt = tf.train.Checkpoint(encoder=encoder, reference=self.model.reference_logit,
@@ -188,11 +191,26 @@ class Trainer:
     def prep(self, raw):
         return preprocess.preprocess(raw, self.scale, self.binning, self.crop, self.prep_mask)
 
+    def encoder_inputs(self, raw):
+        if self.integer_inputs is None:
+            return self.prep(raw)
+        return preprocess.preprocess_integer(raw, self.integer_inputs)
+
     @tf.function
     def _step(self, x_in, x_target, sigma, mask):
         with tf.GradientTape() as tape:
             losses = self.model.losses(x_in, x_target, sigma, mask, training=True)
         variables = self.model.trainable()
+        grads = tape.gradient(losses["total"], variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return losses
+
+    @tf.function
+    def _step_encoder(self, x_in, x_target, sigma, mask):
+        """A step with the reference held: it stays the sharp pattern it was initialised to."""
+        with tf.GradientTape() as tape:
+            losses = self.model.losses(x_in, x_target, sigma, mask, training=True)
+        variables = self.model.encoder.trainable_variables
         grads = tape.gradient(losses["total"], variables)
         self.optimizer.apply_gradients(zip(grads, variables))
         return losses
@@ -232,10 +250,11 @@ class Trainer:
             t0, sums = time.time(), {}
             for b in range(n_batches):
                 raw = self.train_raw[order[b * bs:(b + 1) * bs]]
-                x_in = self.prep(self.noisy(raw, noise_levels_for(t, epoch, len(raw), rng), rng))
+                x_in = self.encoder_inputs(self.noisy(raw, noise_levels_for(t, epoch, len(raw), rng), rng))
                 for hook in self.batch_hooks:
                     hook(epoch * n_batches + b)
-                losses = self._step(x_in, self.prep(raw), sigma, self.mask)
+                step = self._step_encoder if epoch < t["reference_freeze"] * t["epochs"] else self._step
+                losses = step(x_in, self.prep(raw), sigma, self.mask)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + float(v) / n_batches
                 bar.update(1)
@@ -282,16 +301,18 @@ class Trainer:
         run = self.run_dir
         run.mkdir(parents=True, exist_ok=True)
         write_json(run / "config.json", self.cfg)
-        write_json(run / "preprocess.json", self.prep_params)
+        pre = dict(self.prep_params)
+        if self.integer_inputs is not None:
+            pre.update(self.integer_inputs.to_json(), input_path="counts")
+        write_json(run / "preprocess.json", pre)
 
     def save_best(self):
         run = self.run_dir
-        tmp = run / "encoder.tmp.h5"
-        self.save_encoder(self.model.encoder, tmp)
-        os.replace(tmp, run / "encoder.h5")
+        with atomic_path(run / "encoder.h5", overwrite=True) as tmp:
+            self.save_encoder(self.model.encoder, tmp)
         self._best = self.model.encoder.get_weights(), self.model.reference_logit.numpy()
-        np.save(run / "reference.tmp.npy", self.model.reference.numpy())
-        os.replace(run / "reference.tmp.npy", run / "reference.npy")
+        with atomic_path(run / "reference.npy", overwrite=True) as tmp, open(tmp, "wb") as f:
+            np.save(f, self.model.reference.numpy())
 
 
 def simulate_training_sample(cfg: dict, path: Path, progress: bool = True) -> Path:

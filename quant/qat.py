@@ -11,13 +11,14 @@ the bit widths, the target and achieved sparsity per layer.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
 from model import train
-from model.config import load_config, stale
+from model.config import load_config, stale, validate
 from model.data_io import write_json
 from model.errors import UserError
 from model.run import encoder_fingerprint, load_run
@@ -35,13 +36,10 @@ def quant_config(float_cfg: dict, bits: int | None = None, sparsity: float | Non
     cfg["quant"] = {**load_config("default")["quant"], **cfg.get("quant", {}), **(quant_section or {})}
     q = cfg["quant"]
     if bits is not None:
-        q["weight_bits"] = q["activation_bits"] = int(bits)
+        q["weight_bits"] = q["bias_bits"] = q["activation_bits"] = int(bits)
     if sparsity is not None:
         q["sparsity"] = float(sparsity)
-    if not 2 <= int(q["weight_bits"]) <= 32 or not 2 <= int(q["activation_bits"]) <= 32:
-        raise UserError(f"bits must be in 2..32 (got {q['weight_bits']}/{q['activation_bits']})")
-    if not 0 <= q["sparsity"] < 1:
-        raise UserError(f"sparsity must be in [0, 1) (got {q['sparsity']})")
+    validate({"quant": q}, where="quantize")  # the schema's ranges (model/config.py), after the overrides
     cfg["train"].update(epochs=int(q["epochs"]), learning_rate=float(q["learning_rate"]),
                         blur_start=float(q["blur"]), blur_end=float(q["blur"]))
     return cfg
@@ -74,10 +72,7 @@ def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, p
         cube_path, dataset = source["cube"], source.get("dataset")
     else:
         dataset = None
-    spec = qmodel.QuantSpec(input_bits=int(q["input_bits"]), input_integer=int(q["input_integer"]),
-                            weight_bits=int(q["weight_bits"]), bias_bits=int(q["weight_bits"]),
-                            activation_bits=int(q["activation_bits"]),
-                            activation_integer=int(q["activation_integer"]))
+    spec = qmodel.QuantSpec.from_config(q)
     qenc = qmodel.build_qencoder(float_run.encoder, spec)
     patterns = train.load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset)
     n_steps = cfg["train"]["epochs"] * int(np.ceil(len(patterns) * (1 - cfg["train"]["val_fraction"])
@@ -91,8 +86,11 @@ def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, p
         hooks.append(step_hook)
         select_from = int(np.ceil((end_step + 1) / (n_steps / cfg["train"]["epochs"])))
     reference = np.load(float_run.path / "reference.npy")
+    # The encoder's inputs: the integer front end's (model/preprocess.py), what the firmware computes.
+    integer = dataclasses.replace(float_run.preprocess_params(), input_bits=spec.input_bits,
+                                  input_integer=spec.input_integer, count_bits=int(q["count_bits"]))
     trainer = train.Trainer(cfg, patterns, out_dir, encoder=qenc, scale=float_run.scale, prep=float_run.prep,
-                            reference=reference,
+                            reference=reference, integer_inputs=integer,
                             batch_hooks=hooks, select_from_epoch=select_from,
                             save_encoder=lambda enc, path: qmodel.save_qencoder(prune.strip(enc), path))
     trainer.write_static()

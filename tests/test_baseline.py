@@ -200,3 +200,17 @@ def test_the_study_skips_the_baseline_with_a_reason_when_py4dstem_is_absent(monk
     monkeypatch.setattr(baseline, "available", lambda: (False, baseline.INSTALL_HINT))
     res = robustness.run_baseline_cell(load_config("tiny"), [])
     assert res["status"] == "skipped" and "pip install" in res["reason"] and res["rows"] == []
+
+
+def test_an_installed_py4dstem_imports():
+    """CI guard: where pip installed py4DSTEM (the dev extra does), it must import. A broken
+    install must fail here, not turn every baseline test into a skip."""
+    from importlib import metadata
+
+    try:
+        metadata.version("py4DSTEM")
+    except metadata.PackageNotFoundError:
+        pytest.skip("py4DSTEM is not installed (the dev extra installs it)")
+    import py4DSTEM  # noqa: F401 - unconditional: any error fails the test
+
+    assert AVAILABLE, WHY

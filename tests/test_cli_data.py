@@ -13,19 +13,8 @@ from model import data_io, simulate
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(capsys, *argv):
-    rc = ccstae_cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
-def assert_one_line_error(rc, err, cmd, *words):
-    assert rc == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"ccstae {cmd}: error: "), err
-    for w in words:
-        assert w in lines[0], err
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +32,10 @@ def test_help_is_fast_and_imports_no_tensorflow():
     assert ccstae_cli.main(["--help"]) == 0
 
 
-def test_simulate_then_inspect(tiny_cube, capsys, tmp_path):
+def test_simulate_then_inspect(tiny_cube, tmp_path, cli):
     with data_io.open_cube(tiny_cube) as cube:
         assert cube.shape == (12, 12, 32, 32) and cube.attrs["noise_w"] == 0.3 and cube.attrs["seed"] == 2
-    rc, out, err = run(capsys, "inspect", tiny_cube, "--no-progress")
+    rc, out, err = cli("inspect", tiny_cube, "--no-progress")
     assert rc == 0, err
     assert "(12, 12, 32, 32)" in out and "ground truth: exx" in out and "noise_w = 0.3" in out
     png = Path(f"{tiny_cube}.inspect.png")
@@ -55,12 +44,12 @@ def test_simulate_then_inspect(tiny_cube, capsys, tmp_path):
     assert matplotlib.image.imread(png).ndim == 3
     # a named PNG, and a file without ground truth (npy)
     np.save(tmp_path / "c.npy", np.random.default_rng(0).random((4, 5, 16, 16), dtype=np.float32))
-    rc, out, err = run(capsys, "inspect", tmp_path / "c.npy", "--png", tmp_path / "o.png", "--no-progress")
+    rc, out, err = cli("inspect", tmp_path / "c.npy", "--png", tmp_path / "o.png", "--no-progress")
     assert rc == 0 and "ground truth: none" in out and (tmp_path / "o.png").exists()
 
 
-def test_clean_cube_for_training(tmp_path, capsys):
-    rc, out, err = run(capsys, "simulate", "--preset", "tiny", "--clean", "--no-progress", "--out", tmp_path / "c.h5")
+def test_clean_cube_for_training(tmp_path, cli):
+    rc, out, err = cli("simulate", "--preset", "tiny", "--clean", "--no-progress", "--out", tmp_path / "c.h5")
     assert rc == 0, err
     with data_io.open_cube(tmp_path / "c.h5") as cube:
         assert cube.attrs["clean"] and np.allclose(cube.read_rows(0, 12).sum(axis=(2, 3)), 1, atol=1e-5)
@@ -90,21 +79,22 @@ def bad_files(tmp_path):
     (["inspect", "{d}/nan.h5", "--no-progress"], "inspect", ["nan.h5", "NaN"]),
     (["inspect", "{d}/three.h5", "--dataset", "/nope"], "inspect", ["three.h5", "/nope"]),
 ])
-def test_bad_inputs_give_one_line_and_code_2(bad_files, capsys, argv, cmd, words):
-    rc, out, err = run(capsys, *[a.format(d=bad_files) for a in argv])
-    assert_one_line_error(rc, err, cmd, *words)
+def test_bad_inputs_give_one_line_and_code_2(bad_files, argv, cmd, words, cli, one_line_error):
+    rc, out, err = cli(*[a.format(d=bad_files) for a in argv])
+    one_line_error(rc, err, cmd, *words)
     assert not (bad_files / "o.h5").exists()
 
 
-def test_existing_output_is_refused_and_never_damaged(tiny_cube, tmp_path, capsys, monkeypatch):
+def test_existing_output_is_refused_and_never_damaged(tiny_cube, tmp_path, monkeypatch, cli,
+                                                      one_line_error):
     out = tmp_path / "keep.h5"
     out.write_bytes(tiny_cube.read_bytes())
     before = out.read_bytes()
-    rc, _, err = run(capsys, "simulate", "--preset", "tiny", "--no-progress", "--out", out)
-    assert_one_line_error(rc, err, "simulate", "keep.h5", "--overwrite")
+    rc, _, err = cli("simulate", "--preset", "tiny", "--no-progress", "--out", out)
+    one_line_error(rc, err, "simulate", "keep.h5", "--overwrite")
     # a refused run with --overwrite (bad noise level) and a run that fails midway
-    rc, _, err = run(capsys, "simulate", "--preset", "tiny", "--noise", "2", "--overwrite", "--out", out)
-    assert_one_line_error(rc, err, "simulate", "[0, 1)")
+    rc, _, err = cli("simulate", "--preset", "tiny", "--noise", "2", "--overwrite", "--out", out)
+    one_line_error(rc, err, "simulate", "[0, 1)")
 
     def broken(*a, **k):
         raise RuntimeError("simulated crash")

@@ -187,3 +187,26 @@ def test_lazy_reading_keeps_memory_bounded(tmp_path, suffix):
         tracemalloc.stop()
     assert total == 64 * 48**3 and rows.shape == (1, 48, 48, 48) and x.shape == (100, 48, 48)
     assert peak < budget < cube_bytes, f"peak {peak / 2**20:.1f} MB while reading a {cube_bytes / 2**20:.0f} MB cube"
+
+
+def test_resumable_writer_carries_on_and_refuses_other_settings(tmp_path):
+    out = tmp_path / "c.h5"
+    rows = np.arange(3 * 2 * 4 * 4, dtype=np.float32).reshape(3, 2, 4, 4)
+    with pytest.raises(RuntimeError):
+        with data_io.CubeWriter(out, rows.shape, attrs={"seed": 1}, resume=True) as w:
+            w.write_rows(0, rows[:1])
+            raise RuntimeError("interrupted")
+    assert not out.exists() and (tmp_path / "c.h5.partial").exists()
+    with pytest.raises(UserError, match="other settings"):
+        with data_io.CubeWriter(out, rows.shape, attrs={"seed": 2}, resume=True):
+            pass
+    with data_io.CubeWriter(out, rows.shape, attrs={"seed": 1}, resume=True) as w:
+        assert w.rows_done == 1
+        w.write_rows(1, rows[1:])
+    with data_io.open_cube(out) as cube:
+        np.testing.assert_array_equal(cube.read_rows(0, 3), rows)
+    # --overwrite starts again from a partial file made with other settings
+    (tmp_path / "c.h5.partial").write_bytes((tmp_path / "c.h5").read_bytes())
+    with data_io.CubeWriter(out, rows.shape, attrs={"seed": 3}, resume=True, overwrite=True) as w:
+        assert w.rows_done == 0
+        w.write_rows(0, rows)

@@ -3,8 +3,6 @@
 One pruned, briefly fitted encoder is converted once per session and shared (hls4ml's compile
 takes ~10-60 s); an unpruned twin is compiled too, for the "before pruning" check.
 """
-import time
-
 import numpy as np
 import pytest
 from tensorflow import keras
@@ -15,9 +13,6 @@ from model.errors import UserError
 from model.network import build_encoder
 from quant import prune, qmodel
 from test_quant import P, synthetic_patterns, targets
-
-TIMES = {}
-
 
 def noisy_patterns(n, seed=5):
     """Test patterns: smooth Poisson patterns, noisier ones with a background, and the edge cases."""
@@ -36,7 +31,9 @@ def models():
     y = targets(x)
     enc.compile(keras.optimizers.Adam(3e-3), "mse")
     enc.fit(x, y, batch_size=64, epochs=3, verbose=0)
-    q = qmodel.build_qencoder(enc)
+    # This synthetic encoder (fitted to toy targets, no noise injection) has ReLU outputs of a few
+    # units: give them [0, 8) instead of the project's [0, 2), or the overflow check rightly fails.
+    q = qmodel.build_qencoder(enc, qmodel.QuantSpec(activation_integer=3))
     pruned, _ = prune.prune(q, 0.5, end_step=32)  # 16 batches per epoch
     pruned.compile(keras.optimizers.Adam(1e-3), "mse")
     pruned.fit(x, y, batch_size=64, epochs=3, callbacks=prune.prune_callbacks(), verbose=0)
@@ -47,10 +44,8 @@ def models():
 def project(models, tmp_path_factory):
     """The shared project: the pruned QAT-fitted encoder, converted, compiled, with tb_data."""
     out = tmp_path_factory.mktemp("hls") / "prj"
-    t0 = time.time()
     hls_model = fw.convert(models["pruned"], fw.FirmwareSpec(), out)
-    TIMES["convert"] = time.time() - t0
-    TIMES["compile"] = csim.ensure_compiled(hls_model)
+    csim.ensure_compiled(hls_model)
     x = noisy_patterns(300)
     x_tb, expected = fw.make_tb_data(out, models["pruned"], x)
     return {"dir": out, "hls": hls_model, "x": x, "x_tb": x_tb, "expected": expected}
@@ -168,9 +163,7 @@ def test_csynth_report_parsing_without_the_tool(tmp_path):
 def test_compiled_firmware_is_bit_exact_after_pruning(models, project):
     x = project["x"]
     assert len(x) >= 200
-    t0 = time.time()
     r = csim.compare_compiled(project["hls"], models["pruned"], x)
-    TIMES["compare_300"] = time.time() - t0
     assert r.n_patterns == len(x) and r.exact_fraction == 1.0, r.report()
     # The edge cases gave distinct, non-trivial outputs: saturated inputs equal the top of the range.
     fwo = csim.predict_firmware(project["hls"], x[:7])
@@ -202,10 +195,7 @@ def test_project_files_and_types(models, project):
 
 
 def test_testbench_is_bit_exact(project):
-    t0 = time.time()
     r = csim.run_testbench(project["dir"], rebuild=True)
-    TIMES["testbench_total"] = time.time() - t0
-    TIMES["gxx_build"], TIMES["testbench_run"] = r.build_seconds, r.seconds
     assert r.n_patterns == len(project["x"]) and r.exact_fraction == 1.0, r.report()
     # The compiled library and the testbench agree too.
     log = np.loadtxt(project["dir"] / "tb_data" / "csim_results.log")
@@ -221,14 +211,6 @@ def test_no_overflow_against_the_float_encoder(models, project):
     assert r["max_abs_deviation"] < 0.1, r
     fwo = csim.predict_firmware(project["hls"], noisiest)
     assert csim.saturation_check(fwo, fwo, project["hls"])["output_type"] == "ap_fixed<16,4>"
-
-
-def test_predict_1000_patterns_timing(project):
-    x = np.repeat(project["x"][7:], 4, axis=0)[:1000]
-    t0 = time.time()
-    csim.predict_firmware(project["hls"], x)
-    TIMES["predict_1000"] = time.time() - t0
-    print("\nfirmware timings (s):", {k: round(v, 2) for k, v in TIMES.items()})
 
 
 # ---------------------------------------------------------------- vendor tools (absent here)

@@ -71,11 +71,12 @@ def test_disks_follow_the_ground_truth_strain_and_rotation(grain_scan):
     assert np.abs(np.array(err)).max() < 0.1  # ...and they sit where R(theta)(I+eps)^-T g puts them
 
 
-def test_an_interrupted_run_resumes(tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_and_noise_levels_share_one_run(tmp_path, monkeypatch):
     from model import multislice
 
     cfg = ms_config(scan=[3, 2])
-    whole = simulate.simulate_scan(cfg, tmp_path / "whole.h5", noise_w=0.2, counts=1e4, progress=False)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    whole = simulate.simulate_scan(cfg, tmp_path / "a" / "w.h5", noise_w=0.2, counts=1e4, progress=False)
     real_row = multislice.Engine.row
     done = []
 
@@ -85,19 +86,26 @@ def test_an_interrupted_run_resumes(tmp_path, monkeypatch):
         done.append(r)
         return real_row(self, r, jitter)
 
-    out = tmp_path / "resumed.h5"
+    out = tmp_path / "b" / "w.h5"
     monkeypatch.setattr(multislice.Engine, "row", failing_row)
     with pytest.raises(KeyboardInterrupt):
         simulate.simulate_scan(cfg, out, noise_w=0.2, counts=1e4, progress=False)
-    assert not out.exists() and (tmp_path / "resumed.h5.partial").exists()
+    assert not out.exists() and len(list((tmp_path / "b").glob(".ms-clean-*.h5.partial"))) == 1
     done.clear()
-    monkeypatch.setattr(multislice.Engine, "row", lambda self, r, jitter=None: (done.append(r), real_row(self, r, jitter))[1])
+    monkeypatch.setattr(multislice.Engine, "row",
+                        lambda self, r, jitter=None: (done.append(r), real_row(self, r, jitter))[1])
     simulate.simulate_scan(cfg, out, noise_w=0.2, counts=1e4, progress=False)
     assert done == [2]  # only the missing row was simulated again
-    assert not (tmp_path / "resumed.h5.partial").exists()
+    assert not list((tmp_path / "b").glob("*.partial"))
     with h5py.File(whole) as a, h5py.File(out) as b:
         np.testing.assert_array_equal(a["datacube"][:], b["datacube"][:])
         np.testing.assert_array_equal(a["ground_truth/exx"][:], b["ground_truth/exx"][:])
+        assert b.attrs["noise_w"] == 0.2 and b.attrs["counts"] == 1e4 and not b.attrs["clean"]
+    done.clear()  # another noise level and dose of the same sample: no multislice at all
+    other = simulate.simulate_scan(cfg, tmp_path / "b" / "w5.h5", noise_w=0.5, counts=1e3, progress=False)
+    assert done == []
+    with h5py.File(other) as f, h5py.File(out) as g:
+        assert f.attrs["noise_w"] == 0.5 and not np.array_equal(f["datacube"][:], g["datacube"][:])
 
 
 def test_multislice_needs_atoms_and_a_displacement_field():
@@ -114,3 +122,27 @@ def test_missing_abtem_is_one_line_naming_the_extra(tmp_path):
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and ".[multislice]" in res.stderr
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "x.h5.partial").exists()
+
+
+def test_the_kinematic_twin_matches_multislice_on_the_same_sample(grain_scan, tmp_path):
+    """Same config, other engine: the same ground truth, and patterns within stated tolerances.
+
+    Tolerances: disk centroids within 0.1 px (the issue's target); the central disk's share of the
+    detected counts within 0.002 and the mean first-order disk within 15 %: the kinematic twin has
+    two specimen numbers (central_share, intensity_decay) calibrated on ms-tiny's own sample and
+    settings, and the fits on other samples differ by ~10 % in first-order share (bench_engines).
+    """
+    from model import disks
+
+    cfg, ms, gt, _ = grain_scan
+    cfg = dict(cfg, simulate=dict(cfg["simulate"], engine="kinematic"))
+    out = simulate.simulate_scan(cfg, tmp_path / "kin.h5", clean=True, progress=False)
+    with h5py.File(out) as f:
+        kin = f["datacube"][:]
+        for k in gt:
+            np.testing.assert_array_equal(f["ground_truth"][k][:], gt[k])
+    p = simulate.sim_params(cfg)
+    c = disks.compare(disks.measure(kin, p, gt), disks.measure(ms, p, gt))
+    assert c["disk_position_error_px_max"] < 0.1
+    assert abs(c["central_share"][0] - c["central_share"][1]) < 0.002
+    assert abs(c["first_order_ratio"] - 1) < 0.15

@@ -74,3 +74,21 @@ def test_bad_levels(clean, w):
 def test_bad_counts(clean, counts):
     with pytest.raises(UserError, match="counts"):
         noise.add_noise(clean, 0.1, counts, np.random.default_rng(0))
+
+
+def test_dose_in_e_per_A2_converts_through_the_scan_step(tmp_path):
+    from model.config import load_config
+    from model.simulate import simulate_scan
+
+    assert noise.counts_from_dose(2.5e4, 2.0) == pytest.approx(1e5)
+    assert noise.dose_from_counts(1e5, 2.0) == pytest.approx(2.5e4)
+    with pytest.raises(UserError, match="dose"):
+        noise.counts_from_dose(0, 1.0)
+    cfg = load_config("tiny")
+    cfg["simulate"]["scan_step_A"] = 0.5
+    out = simulate_scan(cfg, tmp_path / "d.h5", noise_w=0.1, counts=noise.counts_from_dose(4e4, 0.5),
+                        progress=False, rows=1)
+    import h5py
+    with h5py.File(out) as f:
+        assert f.attrs["counts"] == pytest.approx(1e4) and f.attrs["dose_e_per_A2"] == pytest.approx(4e4)
+        assert f.attrs["scan_step_A"] == 0.5

@@ -17,7 +17,7 @@ def tiny_pipeline(tmp_path_factory):
 
 
 def test_both_c_simulations_are_bit_exact(tiny_pipeline):
-    _, s = tiny_pipeline
+    root, s = tiny_pipeline
     c = s["csim"]
     # Every test pattern of every noise level, plus the edge cases, through hls4ml's compiled C++...
     assert c["patterns"] == 4 * 12 * 12 + 7
@@ -26,6 +26,28 @@ def test_both_c_simulations_are_bit_exact(tiny_pipeline):
     assert c["testbench_patterns"] >= 4 * 12 * 12
     assert c["testbench_exact_fraction"] == 1.0, c["testbench_mismatches"]
     assert not s["saturation"]["overflow"]
+    assert not list(root.rglob("*.tmp*"))  # every writer renamed its output into place
+
+
+def test_the_front_end_from_raw_counts_is_bit_exact_both_ways(tiny_pipeline):
+    root, s = tiny_pipeline
+    c, f = s["csim"], s["frontend"]
+    # Raw integer counts of every test pattern (12 x 12 per level, fewer than the 1,000 asked for)
+    # plus the edge cases through ccstae_top (front end + encoder), against the integer
+    # preprocessing + QKeras: the ctypes library and the g++ testbench.
+    n_edges = len(f["edge_cases"])
+    assert n_edges >= 5
+    assert c["frontend_patterns"] == 4 * 12 * 12 + n_edges
+    assert c["frontend_exact_fraction"] == 1.0, f["mismatches"]
+    assert c["frontend_testbench_patterns"] == c["frontend_patterns"]
+    assert c["frontend_testbench_exact_fraction"] == 1.0, f["testbench_mismatches"]
+    prj = root / "hls_projects" / "tiny-q8-s50-rf1-stream"
+    for name in ("firmware/ccstae_frontend.cpp", "firmware/frontend_params.h", "ccstae_frontend_test.cpp",
+                 "build_frontend.tcl", "tb_data/tb_frontend_counts.dat", "tb_data/tb_frontend_predictions.dat"):
+        assert (prj / name).exists(), name
+    # QAT trained on the integer path, and says so in its preprocess.json.
+    pre = json.loads((root / "runs" / "tiny" / "q8-s50" / "preprocess.json").read_text())
+    assert pre["input_path"] == "counts" and pre["counts_per_unit"] == 1e5
 
 
 def test_summary_names_the_variant_and_the_accuracy_of_all_three_models(tiny_pipeline):
@@ -55,27 +77,76 @@ def test_a_second_run_reuses_every_finished_stage(tiny_pipeline):
     again = run_pipeline("tiny", root=root, progress=False)
     assert os.path.getmtime(root / "runs" / "tiny" / "float" / "encoder.h5") == stamp
     assert again["accuracy"] == first["accuracy"]
-    assert again["times_s"]["train float CC-ST-AE"] < 5
+    assert {name: s["ran"] for name, s in again["stages"].items()} == {
+        "data": False, "float": False, "qat": False, "firmware": False}
+    assert {name: s["key"] for name, s in again["stages"].items()} == {
+        name: s["key"] for name, s in first["stages"].items()}
     assert "firmware (reused)" in again["times_s"]  # nothing changed: not converted again
 
 
-def test_a_quantized_run_is_current_only_for_the_float_encoder_it_came_from(tiny_pipeline, tmp_path):
+def test_a_stage_is_current_only_for_what_it_was_made_from(tiny_pipeline, tmp_path):
     import shutil
 
+    from firmware import stages
     from model.config import load_config
-    from quant import qat
 
-    root, _ = tiny_pipeline
+    root, first = tiny_pipeline
     cfg = load_config("tiny")
     float_dir, q_dir = root / "runs" / "tiny" / "float", root / "runs" / "tiny" / "q8-s50"
-    assert qat.is_current(q_dir, float_dir, cfg)
-    # A retrained float run (here: a copy whose encoder file differs) makes the QAT run stale,
-    # so `make hls` never pairs a new float model with a quantized model of an old one.
-    other = tmp_path / "float"
-    shutil.copytree(float_dir, other)
-    with open(other / "encoder.h5", "ab") as f:
+    float_run = stages.StageResult("float", float_dir, first["stages"]["float"]["key"], ran=False)
+    q_key = stages.key_of(stages.qat_description(cfg, float_run))
+    assert q_key == first["stages"]["qat"]["key"] and stages.current(q_dir, q_key, "DONE")
+    # Other [quant] settings: another key.
+    other = dict(cfg, quant=dict(cfg["quant"], weight_bits=6))
+    assert stages.key_of(stages.qat_description(other, float_run)) != q_key
+    # A retrained float run (here: a copy whose encoder file differs) is not current, and the
+    # QAT run of the old one is not current for it: a new float model never meets an old QAT.
+    copy = tmp_path / "float"
+    shutil.copytree(float_dir, copy)
+    with open(copy / "encoder.h5", "ab") as f:
         f.write(b"\0")
-    assert not qat.is_current(q_dir, other, cfg)
-    # Other [quant] settings make it stale as well.
-    cfg["quant"]["weight_bits"] = 6
-    assert not qat.is_current(q_dir, float_dir, cfg)
+    assert not stages.current(copy, float_run.key, "DONE")
+    assert stages.key_of(stages.qat_description(cfg, stages.StageResult("float", copy, float_run.key, False))) != q_key
+    # A run made before stages were keyed (no stage.json) is never silently reused.
+    legacy = tmp_path / "legacy"
+    shutil.copytree(float_dir, legacy)
+    (legacy / "stage.json").unlink()
+    assert not stages.current(legacy, float_run.key, "DONE")
+
+
+def test_stage_keys_follow_package_versions_and_source_files(monkeypatch):
+    from firmware import stages
+    from model.config import load_config
+
+    cfg = load_config("tiny")
+    train = stages.StageResult("data", "train.h5", "k", ran=False)
+    key = stages.key_of(stages.float_description(cfg, train))
+    assert stages.key_of(stages.float_description(cfg, train)) == key  # deterministic
+    assert stages.key_of(stages.float_description(dict(cfg, noise=dict(cfg["noise"], test_levels=[0.1])),
+                                                  train)) == key  # the test scans are not the float run's input
+    real = stages.package_version
+    monkeypatch.setattr(stages, "package_version", lambda p: "9.9" if p == "tensorflow" else real(p))
+    assert stages.key_of(stages.float_description(cfg, train)) != key
+    monkeypatch.setattr(stages, "package_version", real)
+    monkeypatch.setitem(stages.SOURCES, "float", stages.SOURCES["float"] + ["model/run.py"])
+    assert stages.key_of(stages.float_description(cfg, train)) != key
+    assert "model/run.py" in stages.float_description(cfg, train)["sources"]
+
+
+def test_an_overflow_fails_make_hls_unless_allowed(tiny_pipeline, monkeypatch, capsys):
+    import copy
+
+    import ccstae_cli
+    from firmware import pipeline
+
+    _, s = tiny_pipeline
+    assert pipeline.problems(s) == []
+    bad = copy.deepcopy(s)
+    bad["saturation"].update(overflow=True, large_deviation=True, max_abs_deviation=3.0)
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda config, progress=True: bad)
+    assert ccstae_cli.main(["hls", "--config", "tiny", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "output overflow" in err and "large deviation" in err
+    assert ccstae_cli.main(["hls", "--config", "tiny", "--no-progress", "--allow-overflow"]) == 0
+    bad["csim"]["exact_fraction"] = 0.99  # not bit-exact: never allowed
+    assert ccstae_cli.main(["hls", "--config", "tiny", "--no-progress", "--allow-overflow"]) == 1

@@ -47,7 +47,7 @@ def test_the_qencoder_mirrors_the_float_encoder(float_encoder):
     kinds = {layer.name: type(layer).__name__ for layer in q.layers}
     assert kinds["conv1"] == "QConv2D" and kinds["dense1"] == "QDense" and kinds["relu1"] == "QActivation"
     summary = qmodel.qencoder_summary(q)
-    assert "quantized_relu(8,3)" in summary and "quantized_bits(16,3" in summary and "input_quant" in summary
+    assert "quantized_relu(8,1)" in summary and "quantized_bits(16,3" in summary and "input_quant" in summary
     # 8-bit weights stay close to the float model on typical inputs.
     x = synthetic_patterns(64)
     yf, yq = float_encoder.predict(x, verbose=0), q.predict(x, verbose=0)

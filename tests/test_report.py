@@ -6,8 +6,7 @@ import pytest
 from firmware import estimate as E
 from firmware import report as R
 
-CAL = {"rows": [{"quantity": "LUT", "estimate": 120_000, "hls": 263_280, "vivado": 118_931,
-                 "error_vs_hls": -0.54, "error_vs_vivado": 0.01}]}
+CAL = "run"  # the leave-one-out error bars of firmware/calibration/fit.json (no conversion)
 
 
 def fake_estimate(lut, dsp, ii, latency):
@@ -45,7 +44,8 @@ def test_write_report_files(variants, tmp_path):
         assert sum(line.startswith(f"| {v['name']} |") for line in md.splitlines()) >= 3  # 3 tables
     for det in E.DETECTORS.values():
         assert f"### {det['name']}:" in md
-    assert "| LUT |" in md and "estimate (hls4ml graph model)" in md
+    assert "estimate (hls4ml graph model)" in md
+    assert " +- " in md and "leave-one-out" in md   # every estimate carries its error bar
     with open(d / "report.csv") as f:
         table = list(csv.DictReader(f))
     assert [r["name"] for r in table] == [v["name"] for v in variants]

@@ -1,12 +1,13 @@
-"""The robustness study (firmware/robustness.py) on the tiny preset: a 2 x 2 grid end to end,
-resume without recomputing, a failing cell recorded while the study goes on."""
+"""The robustness study (firmware/robustness.py) on the tiny preset: a 2 x 2 grid end to end on a
+2-worker Dask LocalCluster, the same cell in-process number for number, resume without
+recomputing, a failing cell recorded while the study goes on."""
 import json
 import os
 
 import numpy as np
 import pytest
 
-from firmware import robustness
+from firmware import robustness, robustness_eval
 from model.config import load_config
 from model.data_io import open_cube, write_cube
 from model.errors import UserError
@@ -26,6 +27,18 @@ def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("robustness") / "study"
     summary = robustness.run_study(tiny_study_config(), out, jobs=2, progress=False, reuse_runs=False)
     return out, summary
+
+
+def test_a_2_worker_cluster_and_in_process_give_the_same_numbers(study, tmp_path):
+    _, on_cluster = study
+    # One regime of the same study, every task in this process, in a fresh folder (nothing reused).
+    alone = robustness.run_study(tiny_study_config(fixed_levels=[0.5], baseline=False), tmp_path / "alone",
+                                 scheduler="in-process", progress=False, reuse_runs=False)
+
+    def numbers(rows):  # all but wall-clock times
+        return [{k: v for k, v in r.items() if k != "csim_seconds"} for r in rows]
+
+    assert numbers(alone["cells"]["fixed-0.50"]["rows"]) == numbers(on_cluster["cells"]["fixed-0.50"]["rows"])
 
 
 def test_a_2x2_grid_runs_end_to_end(study):
@@ -50,7 +63,7 @@ def test_a_2x2_grid_runs_end_to_end(study):
     report = (out / "report.md").read_text()
     assert "## Findings" in report and "Deploy `fixed-" in report
     assert summary["findings"]["deploy"] in ("fixed-0.00", "fixed-0.50")
-    assert not list(out.rglob("*.tmp"))  # every output was renamed into place
+    assert not list(out.rglob("*.tmp*"))  # every output was renamed into place
 
 
 def test_a_cube_without_ground_truth_gets_a_loss_but_no_mae(study, tmp_path):
@@ -66,7 +79,7 @@ def test_a_cube_without_ground_truth_gets_a_loss_but_no_mae(study, tmp_path):
     runs = {"float": load_run(runs_["float"]), "quantized": load_run(runs_["quantized"], qmodel.load_qencoder)}
     for k in ("float", "quantized"):
         runs[k + "_reference"] = np.load(os.path.join(runs_[k], "reference.npy"))
-    rows = robustness.evaluate_cube(robustness.external_cubes([bare])[0], runs, ["float", "quantized"], None, 0)
+    rows = robustness_eval.evaluate_cube(robustness.external_cubes([bare])[0], runs, ["float", "quantized"], None, 0)
     for r in rows:
         assert r["mae"] is None and np.isfinite(r["loss"])
         assert "no ground truth" in r["note"] and "MAE refused" in r["note"]
@@ -81,10 +94,10 @@ def test_a_rerun_keeps_finished_cells_and_records_a_failing_one(study, monkeypat
         calls.append(cell.name)
         raise RuntimeError("simulated crash in training")
 
-    monkeypatch.setattr(robustness, "train_regime", train_regime)
-    # The grid grows by one regime; in-process (jobs=1) so the patched trainer is the one called.
-    summary = robustness.run_study(tiny_study_config(modes=["curriculum"]), out, jobs=1, progress=False,
-                                   reuse_runs=False)
+    monkeypatch.setattr(robustness_eval, "train_regime", train_regime)
+    # The grid grows by one regime; in-process so the patched trainer is the one called.
+    summary = robustness.run_study(tiny_study_config(modes=["curriculum"]), out, scheduler="in-process",
+                                   progress=False, reuse_runs=False)
     assert calls == ["curriculum"]  # the finished cells were not recomputed...
     for n, t in stamps.items():
         assert os.path.getmtime(out / "cells" / n / "result.json") == t, n  # ...nor rewritten
@@ -106,4 +119,18 @@ def test_bad_settings_and_a_changed_study_are_refused(study):
     cfg = tiny_study_config()
     cfg["robustness"]["seeds"] = [1, 2]  # other test scans: the finished cells would not match
     with pytest.raises(UserError, match="other settings"):
-        robustness.run_study(cfg, out, progress=False, reuse_runs=False)
+        robustness.run_study(cfg, out, scheduler="in-process", progress=False, reuse_runs=False)
+
+
+def test_other_doses_and_presets_are_extra_test_sets(tmp_path):
+    cfg = tiny_study_config(test_counts=[1e3, 1e5], test_presets=["ms-tiny"])
+    s = robustness.settings(cfg)
+    cubes = robustness.test_sets(cfg, s, tmp_path)
+    labels = [c["label"] for c in cubes]
+    # The main set first, then the other dose (1e5 is tiny's own), then the multislice preset.
+    assert labels == ["w=0", "w=0.5", "w=0 N=1000", "w=0.5 N=1000", "w=0 [ms-tiny]", "w=0.5 [ms-tiny]"]
+    assert len({c["key"] for c in cubes}) == len({c["path"] for c in cubes}) == 6
+    other = robustness.cell_key(cfg, s, s["regimes"][0], "train", cubes[:2])
+    assert robustness.cell_key(cfg, s, s["regimes"][0], "train", cubes) != other  # the cubes are in the key
+    with pytest.raises(UserError, match="test_presets"):
+        robustness.settings(tiny_study_config(test_presets=["default"]))  # 64-pixel patterns, not 32

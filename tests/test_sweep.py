@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from firmware import sweep
+from firmware import sweep, sweep_eval
 from model.config import ConfigError, load_config
 from model.errors import UserError
 
@@ -28,7 +28,8 @@ def tiny_sweep_config(**grid):
 def tiny_sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     out = root / "reports" / "sweep-tiny"
-    return root, out, sweep.run_sweep(tiny_sweep_config(), out, root=root, progress=False)
+    # On a 2-worker Dask LocalCluster: the float run, then the QAT run, then both variants at once.
+    return root, out, sweep.run_sweep(tiny_sweep_config(), out, root=root, progress=False, jobs=2)
 
 
 def test_two_variants_end_to_end(tiny_sweep):
@@ -66,28 +67,30 @@ def test_rerun_skips_finished_variants(tiny_sweep, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished variant was recomputed")
 
-    monkeypatch.setattr(sweep, "run_variant", must_not_run)
-    res = sweep.run_sweep(tiny_sweep_config(), out, root=root, progress=False)
+    monkeypatch.setattr(sweep_eval, "run_variant", must_not_run)
+    res = sweep.run_sweep(tiny_sweep_config(), out, root=root, progress=False, scheduler="in-process")
     assert (res["done"], res["failed"], res["skipped"]) == (2, 0, 2)
     assert {p.name: os.path.getmtime(p) for p in (out / "variants").glob("*.json")} == stamps
     # --report-only: the report from what is finished, nothing computed.
-    res = sweep.run_sweep(tiny_sweep_config(reuse_factor=[1, 4, 8]), out, root=root, progress=False, compute=False)
+    res = sweep.run_sweep(tiny_sweep_config(reuse_factor=[1, 4, 8]), out, root=root, progress=False, compute=False,
+                          scheduler="in-process")
     assert (res["done"], res["failed"]) == (2, 0) and (out / "report.md").exists()
 
 
 def test_a_failing_variant_is_recorded_and_the_sweep_goes_on(tiny_sweep, monkeypatch):
     root, _, _ = tiny_sweep
     out = root / "reports" / "sweep-fail"
-    real = sweep.build_firmware
+    real = sweep_eval.build_firmware
 
     def fail_at_reuse_2(qencoder, spec, prj):
         if spec.reuse_factor == 2:
             raise RuntimeError("synthetic conversion failure")
         return real(qencoder, spec, prj)
 
-    monkeypatch.setattr(sweep, "build_firmware", fail_at_reuse_2)
+    monkeypatch.setattr(sweep_eval, "build_firmware", fail_at_reuse_2)
     # product mode, reuse 2 first: the failure comes before a variant that must still run.
-    res = sweep.run_sweep(tiny_sweep_config(mode="product", reuse_factor=[2, 1]), out, root=root, progress=False)
+    res = sweep.run_sweep(tiny_sweep_config(mode="product", reuse_factor=[2, 1]), out, root=root, progress=False,
+                          scheduler="in-process")
     assert [(r["name"], r["status"]) for r in res["variants"]] == [
         ("b1-q8-s50-rf2-lat-stream", "failed"), ("b1-q8-s50-rf1-lat-stream", "done")]
     failed = json.loads((out / "variants" / "b1-q8-s50-rf2-lat-stream.json").read_text())
