@@ -349,6 +349,15 @@ def baseline_maps(cube_or_data, geometry: dict | None = None, params: BaselinePa
     if not use.any():
         raise UserError(f"{source}: py4DSTEM fitted no lattice inside the reference region")
     ref = getattr(np, stat)(G[use], axis=0)
+    # A fit more than 30 % off the reference lattice is not a lattice (e.g. g1 and g2 fitted to
+    # noise peaks, nearly collinear): counted as not fitted rather than scored as a huge strain.
+    with np.errstate(invalid="ignore"):
+        s = np.linalg.svd(np.where(valid[..., None, None], G, ref) @ np.linalg.inv(ref), compute_uv=False)
+    valid &= (s.min(-1) > 0.7) & (s.max(-1) < 1.3)
+    use = in_region & valid
+    if not use.any():
+        raise UserError(f"{source}: py4DSTEM fitted no lattice inside the reference region")
+    ref = getattr(np, stat)(G[use], axis=0)
     G = np.where(valid[..., None, None], G, ref)  # no fit: the reference lattice (zero strain)
     maps = strain.strain_maps(G, (rs, cs), stat)
     sm = fit["strainmap"]
