@@ -134,6 +134,7 @@ class Train:
     blur_end: float = key("[0, inf)", "loss blur (pixels) after 60 % of training")
     mask_inner: float = key("[0, 0.5)", "inner radius of the annular loss mask, fraction of the pattern")
     mask_outer: float = key("(0, 0.5]", "outer radius of the annular loss mask")
+    reference_freeze: float = key("[0, 1]", "fraction of the epochs the reference stays at its initial value")
     seed: int = key("[0, inf)", "training seed")
 
     @staticmethod
@@ -154,6 +155,7 @@ class Quant:
     input_bits: int = key(BITS, "bits of the encoder input x = sqrt(I / s)")
     input_integer: int = key("[0, 32)", "integer bits of the input (its range [0, 2^this))")
     activation_integer: int = key("[0, 32)", "integer bits of the ReLU outputs")
+    count_bits: int = key("[1, 32]", "the detector's counter width: the front end clips counts to it")
     sparsity: float = key("[0, 1)", "target fraction of zero weights (pruning)")
     epochs: int = key("[1, inf)", "QAT fine-tuning epochs")
     learning_rate: float = key("(0, 1]", "QAT learning rate")
@@ -177,6 +179,8 @@ class Firmware:
     clock_period_ns: float = key("(0, inf)", "target clock period (ns)")
     part: str = key(None, "FPGA part (firmware/convert.py checks the family)")
     csim_patterns_per_level: int = key("[0, inf)", "noisy test patterns per level in tb_data")
+    frontend_pixels_per_clock: int = key("[1, 64]", "raw pixels per AXI-Stream word of the front end")
+    frontend_patterns_per_level: int = key("[0, inf)", "raw-count patterns per level through the front-end C-sims")
 
 
 @section("sweep")

@@ -98,7 +98,7 @@ def build_specimen(p):
 class Engine:
     """The built potential and probe of one sample; `row(r)` -> (Ry, P, P) patterns, sum 1."""
 
-    def __init__(self, p, progress: bool = False):
+    def __init__(self, p):
         abtem = import_abtem()
         self.p, self.abtem = p, abtem
         atoms = build_specimen(p)
@@ -159,7 +159,7 @@ def simulate_rows(p, writer, gt, progress: bool = True):
     """Fill writer's rows from writer.rows_done on (resume) with clean multislice patterns, then its maps."""
     from tqdm import tqdm
 
-    engine = Engine(p, progress=progress)
+    engine = Engine(p)
     rx, ry = gt["exx"].shape
     if "detected_fraction" not in writer.file:  # share of the electrons on the detector, per pattern
         writer.file.create_dataset("detected_fraction", shape=(rx, ry), dtype="float32")

@@ -472,7 +472,9 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
         from model import multislice
 
         multislice.import_abtem()  # fail early, before any file appears
-        attrs.update({"specimen_extent_A": multislice.specimen_extent(p), "margin_A": multislice.margin_A(p)})
+        # abTEM samples the pattern at 1 / extent: coarser than k_px means the detector grid is interpolated
+        attrs.update({"specimen_extent_A": multislice.specimen_extent(p), "margin_A": multislice.margin_A(p),
+                      "multislice_dk_over_k_px": max(1 / e for e in multislice.specimen_extent(p)) / p.k_px})
         if not clean:  # noise on a clean scan cached beside the output: one multislice run per sample
             return _noisy_copy(_clean_multislice(cfg_saved, out_path, rows, progress), out_path, attrs, p,
                                noise_w, counts, gamma, overwrite, progress)
