@@ -118,6 +118,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--levels", default="0,0.5,0.7")
     ap.add_argument("--baseline", action="store_true", help="py4DSTEM on the same noisy cubes")
+    ap.add_argument("--seed", type=int, help="test-scan seed (default: [noise] test_seed); pick one no choice was tuned on")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a config key of the trained variants (e.g. train.noise_mode='\"none\"')")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench-realistic")
@@ -131,7 +132,7 @@ def main():
         train_cube = data / "train.h5"
         if not train_cube.exists():
             train.simulate_training_sample(base, train_cube, progress=False)
-        seed = int(base["noise"]["test_seed"])
+        seed = int(base["noise"]["test_seed"]) if args.seed is None else args.seed
         sets, clean, attrs = test_sets(base, data, levels, seed)
         mask_r = None
         p4 = py4dstem(sets, attrs) if args.baseline else {}
@@ -147,7 +148,7 @@ def main():
             if mask_r is None:
                 m = run.prep.get("measured") or preprocess.fit_preprocess(clean[:64], run.binning)["measured"]
                 mask_r = m["central_mask_radius"] * run.binning
-            print(f"\n== {name}, central_mask={variant}, {len(json.loads((run_dir / 'history.json').read_text()))} "
+            print(f"\n== {name} (test seed {seed}), central_mask={variant}, {len(json.loads((run_dir / 'history.json').read_text()))} "
                   f"epochs: {health['verdict']}")
             print(f"   preprocess: mask {run.prep.get('mask')}, scale {run.prep['scale']:.3g}, "
                   f"lattice {run.prep.get('lattice', {}).get('symmetry')}")

@@ -45,7 +45,7 @@ SOURCES = {
               "model/lattice.py", "model/health.py"],
     "qat": ["quant/qat.py", "quant/qmodel.py", "quant/prune.py"],  # and the float run's code (its key)
     "firmware": ["firmware/convert.py", "firmware/csim.py", "firmware/pipeline.py", "firmware/stages.py",
-                 "firmware/estimate.py", "firmware/calibration.py", "firmware/calibration/*",
+                 "firmware/estimate.py", "firmware/hardware.py", "firmware/calibration.py", "firmware/calibration/*",
                  "quant/qmodel.py", "model/evaluate.py", "model/strain.py", "model/preprocess.py", "model/run.py",
                  "model/health.py", "firmware/frontend.py", "firmware/frontend/*", "firmware/frontend_estimate.py"],
 }
