@@ -130,12 +130,16 @@ def add_train_parser(subparsers):
 
 def run_train(args) -> int:
     from model.config import load_config
+    from model.errors import UserError
+
+    cfg = load_config(args.config)
+    cube = args.input
+    if cube is not None and not cube.exists():  # say no before TensorFlow is even imported
+        raise UserError(f"{cube}: no such file")
     from model.network import describe
     from model.run import load_run
     from model import train
 
-    cfg = load_config(args.config)
-    cube = args.input
     if cube is None:
         cube = args.out / "train_data.h5"
         if not cube.exists():
@@ -482,10 +486,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_paths(args) -> None:
+    """Say no to a bad config, a missing input or run folder at once, before a command imports
+    TensorFlow, hls4ml or py4DSTEM (seconds each): the commands check their inputs more closely later."""
+    from model.config import load_config
+    from model.errors import UserError
+
+    if getattr(args, "config", None) is not None:
+        load_config(args.config)  # a bad key comes first: it is what the user is editing
+    for name in ("model", "file", "input", "cube"):
+        values = getattr(args, name, None)
+        for path in values if isinstance(values, list) else [values]:
+            if isinstance(path, Path) and not path.exists():
+                what = "no such run directory" if name == "model" else "no such file"
+                raise UserError(f"{path}: {what}")
+
+
 def main(argv=None) -> int:
     import os
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
+    # TensorFlow's start-up chatter (cuDNN/cuFFT/cuBLAS factory lines are logged at ERROR level) is
+    # nothing a user can act on: level 3 keeps it out of every command's output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from model.errors import UserError
 
     parser = build_parser()
@@ -497,6 +519,7 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        check_paths(args)
         return int(args.handler(args) or 0)
     except UserError as e:
         message = str(e)
