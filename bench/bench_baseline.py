@@ -58,9 +58,9 @@ def table(preset: str, seeds, levels, counts: float, with_clean: bool) -> None:
         flat = strain.mae({k: np.zeros_like(v) for k, v in truth.items()}, truth)
         print(f"  seed {seed}: flat map {flat['exx']:.4f} {flat['eyy']:.4f} {flat['exy']:.4f}")
         rng = np.random.default_rng([seed, 2])
+        patterns = clean.reshape(-1, *clean.shape[2:])
         cases = ([("noise-free", clean)] if with_clean else []) + [
-            (f"w={w:g}", noise.add_noise(clean.reshape(-1, *clean.shape[2:]), w, counts, rng, gamma).reshape(clean.shape))
-            for w in levels]
+            (f"w={w:g}", noise.add_noise(patterns, w, counts, rng, gamma).reshape(clean.shape)) for w in levels]
         for label, data in cases:
             t0 = time.time()
             cell, m = score(data, truth)

@@ -178,6 +178,7 @@ def run_baseline_cell(cfg: dict, cubes: list) -> dict:
     """py4DSTEM on every test cube; a "skipped" cell (with the reason) when it is not installed."""
     from model import baseline
     from model.data_io import open_cube
+    from model.errors import UserError
     from model.evaluate import truth_maps
     from model.strain import mae
 
@@ -193,8 +194,17 @@ def run_baseline_cell(cfg: dict, cubes: list) -> dict:
                 rows.append({**base, "model": BASELINE, "source": BASELINE, "mae": None, "loss": None,
                              "note": f"{c['path']}: no ground truth in this cube: MAE refused"})
                 continue
-            maps, info = baseline.baseline_maps(cube)
             truth = truth_maps(cube.ground_truth)
+            try:
+                maps, info = baseline.baseline_maps(cube)
+            except UserError as e:
+                # No lattice visible (very noisy cubes): the baseline fits no position. Score it as
+                # it scores unfitted positions, with the reference lattice (a flat map), and say so.
+                flat = {k: np.zeros_like(v) for k, v in truth.items()}
+                rows.append({**base, "model": BASELINE, "source": f"py4DSTEM {why}", "mae": mae(flat, truth),
+                             "loss": None, "mae_p4_get_strain": None, "failed_fraction": 1.0,
+                             "note": f"no fit, scored as a flat map: {e}"})
+                continue
         rows.append({**base, "model": BASELINE, "source": f"py4DSTEM {why}", "mae": mae(maps, truth), "loss": None,
                      "mae_p4_get_strain": mae(info["p4_maps"], truth), "failed_fraction": info["failed_fraction"],
                      "note": None})

@@ -297,7 +297,8 @@ def fit_lattice(data: np.ndarray, params: BaselineParams = BaselineParams(), geo
                                source)
         geo["g_px"] = float(min(np.hypot(*g1), np.hypot(*g2)))
         s = params.scaled(geo)
-        g1, g2 = (refine_on_smoothed(sm.bvm.data, sm.origin, v, s["bvm_sigma"], s["max_peak_spacing"]) for v in (g1, g2))
+        g1, g2 = (refine_on_smoothed(sm.bvm.data, sm.origin, v, s["bvm_sigma"], s["max_peak_spacing"])
+                  for v in (g1, g2))
         sm.g1, sm.g2 = tuple(g1), tuple(g2)
         sm.braggdirections = lattice_directions(g1, g2, math.hypot(*data.shape[-2:]) / 2)
         sm.fit_basis_vectors(max_peak_spacing=s["max_peak_spacing"])
@@ -345,6 +346,15 @@ def baseline_maps(cube_or_data, geometry: dict | None = None, params: BaselinePa
     rs, cs = strain.parse_region(region, G.shape[:2]) if not isinstance(region, tuple) else region
     in_region = np.zeros(valid.shape, bool)
     in_region[rs, cs] = True
+    use = in_region & valid
+    if not use.any():
+        raise UserError(f"{source}: py4DSTEM fitted no lattice inside the reference region")
+    ref = getattr(np, stat)(G[use], axis=0)
+    # A fit more than 30 % off the reference lattice is not a lattice (e.g. g1 and g2 fitted to
+    # noise peaks, nearly collinear): counted as not fitted rather than scored as a huge strain.
+    with np.errstate(invalid="ignore"):
+        s = np.linalg.svd(np.where(valid[..., None, None], G, ref) @ np.linalg.inv(ref), compute_uv=False)
+    valid &= (s.min(-1) > 0.7) & (s.max(-1) < 1.3)
     use = in_region & valid
     if not use.any():
         raise UserError(f"{source}: py4DSTEM fitted no lattice inside the reference region")

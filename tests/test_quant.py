@@ -33,7 +33,13 @@ def targets(x):
 @pytest.fixture(scope="module")
 def float_encoder():
     keras.utils.set_random_seed(0)
-    return build_encoder(P, filters=(4, 8), dense=(16,))
+    enc = build_encoder(P, filters=(4, 8), dense=(16,))
+    # A fresh encoder's output layer starts at zero (the identity warp, model/network.py); give it
+    # weights like a trained one's, so sparsity checks see a dense model before pruning.
+    out = enc.get_layer("out")
+    out.set_weights([np.random.default_rng(0).normal(0, 0.3, w.shape).astype(np.float32)
+                     for w in out.get_weights()])
+    return enc
 
 
 def test_the_qencoder_mirrors_the_float_encoder(float_encoder):

@@ -134,3 +134,30 @@ def test_other_doses_and_presets_are_extra_test_sets(tmp_path):
     assert robustness.cell_key(cfg, s, s["regimes"][0], "train", cubes) != other  # the cubes are in the key
     with pytest.raises(UserError, match="test_presets"):
         robustness.settings(tiny_study_config(test_presets=["default"]))  # 64-pixel patterns, not 32
+
+
+def test_a_cube_without_a_visible_lattice_scores_the_baseline_as_a_flat_map(tmp_path, monkeypatch):
+    """baseline_maps refuses a cube with no visible lattice (very noisy cubes): the study records the
+    baseline as fitting nothing, scored like its unfitted positions (the reference lattice), not a crash."""
+    from model import baseline
+    from model.simulate import simulate_scan
+
+    if not baseline.available()[0]:
+        pytest.skip(baseline.available()[1])
+
+    def no_lattice(cube, **kw):
+        raise UserError("cube.h5: no lattice visible")
+
+    monkeypatch.setattr(baseline, "baseline_maps", no_lattice)
+    path = simulate_scan(load_config("tiny"), tmp_path / "cube.h5", noise_w=0.5, seed=5, progress=False)
+    cell = robustness_eval.run_baseline_cell(load_config("tiny"), [{"label": "tiny", "level": 0.5, "seed": 5,
+                                                                    "path": path}])
+    (row,) = cell["rows"]
+    from model.evaluate import truth_maps
+    from model.strain import mae
+
+    with open_cube(path) as cube:
+        truth = truth_maps(cube.ground_truth)
+    assert row["failed_fraction"] == 1.0 and "no lattice visible" in row["note"]
+    assert row["mae"] == mae({k: np.zeros_like(v) for k, v in truth.items()}, truth)
+    assert row["mae"]["exx"] > 0
