@@ -93,6 +93,11 @@ def evaluate_cube(cube_info: dict, runs: dict, models, hls_model, firmware_patte
         patterns = cube.read_rows(0, scan[0]).reshape(-1, *cube.shape[2:])
         gt = cube.ground_truth
     truth = truth_maps(gt) if gt is not None else None
+    rot = runs["float"].rot_range  # the lattice's rotation bound (the quantized run inherits it)
+
+    def score(raw_outputs):
+        return mae(maps_from_raw(raw_outputs.reshape(*scan, 4), rot_range=rot), truth, 2 * rot)
+
     base = {k: cube_info[k] for k in ("label", "level", "seed")}
     no_truth = None if truth is not None else f"{cube_info['path']}: no ground truth in this cube: MAE refused, loss only"
     rows, raw, inputs = [], {}, {}
@@ -106,7 +111,7 @@ def evaluate_cube(cube_info: dict, runs: dict, models, hls_model, firmware_patte
             continue
         run = runs[label]
         rows.append({**base, "model": label, "source": label,
-                     "mae": mae(maps_from_raw(raw[label].reshape(*scan, 4)), truth) if truth is not None else None,
+                     "mae": score(raw[label]) if truth is not None else None,
                      "loss": cycle_loss(raw[label], inputs[label], runs[label + "_reference"], run.config["train"]),
                      "note": no_truth})
     if "firmware" in models:
@@ -124,13 +129,12 @@ def evaluate_cube(cube_info: dict, runs: dict, models, hls_model, firmware_patte
         if k == n:  # every pattern C-simulated: the firmware's own numbers
             full = fw
             row["source"] = "csim"
-            row["mae"] = mae(maps_from_raw(full.reshape(*scan, 4)), truth) if truth is not None else None
+            row["mae"] = score(full) if truth is not None else None
             row["loss"] = cycle_loss(full, x, runs["quantized_reference"], t)
         elif check.exact:  # QKeras stands in, verified bit-exact on the C-simulated subset
             q = next(r for r in rows if r["model"] == "quantized") if "quantized" in models else None
             row["source"] = f"qkeras, bit-exact on {k} C-sim patterns"
-            row["mae"] = q["mae"] if q else (mae(maps_from_raw(raw["quantized"].reshape(*scan, 4)), truth)
-                                             if truth is not None else None)
+            row["mae"] = q["mae"] if q else (score(raw["quantized"]) if truth is not None else None)
             row["loss"] = q["loss"] if q else cycle_loss(raw["quantized"], inputs["quantized"],
                                                          runs["quantized_reference"], t)
         else:  # not bit-exact: no full-scan C-simulation to stand on, so no firmware MAE

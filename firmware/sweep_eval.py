@@ -90,8 +90,9 @@ def float_mae(float_dir: Path, cfg: dict, tests: dict) -> dict:
 
     shape, block = eval_block(cfg, tests)
     run = load_run(float_dir)
+    rot = run.rot_range  # the lattice's rotation bound
     return {label: mae(maps_from_raw(run.encoder.predict(run.inputs(p), batch_size=256, verbose=0)
-                                     .reshape(*shape, 4)), block["truths"][label])
+                                     .reshape(*shape, 4), rot_range=rot), block["truths"][label], 2 * rot)
             for label, p in block["patterns"].items()}
 
 
@@ -125,8 +126,9 @@ def run_variant(cfg: dict, v: dict, name: str, prj: Path, float_run, q_stage, te
             fw_out = firmware_outputs(hls_model, x, progress, f"{name} C-sim w={label}")
             n_fw += len(x)
             checks.append(csim.compare_outputs(q_out, fw_out))
-            mae_q[label] = mae(maps_from_raw(q_out.reshape(*shape, 4)), block["truths"][label])
-            mae_fw[label] = mae(maps_from_raw(fw_out.reshape(*shape, 4)), block["truths"][label])
+            rot = q_run.rot_range
+            mae_q[label] = mae(maps_from_raw(q_out.reshape(*shape, 4), rot_range=rot), block["truths"][label], 2 * rot)
+            mae_fw[label] = mae(maps_from_raw(fw_out.reshape(*shape, 4), rot_range=rot), block["truths"][label], 2 * rot)
             if label == noisiest:
                 x_hi, fw_hi = x, fw_out
         fw_rate = n_fw / max(time.time() - t0, 1e-9)
