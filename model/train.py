@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -308,8 +309,16 @@ class Trainer:
 
     def save_best(self):
         run = self.run_dir
-        with atomic_path(run / "encoder.h5", overwrite=True) as tmp:
-            self.save_encoder(self.model.encoder, tmp)
+        # Keras 2.14 warns on every HDF5 save (legacy format, metrics not built): nothing a user can
+        # act on, and it broke the progress bar once per improving epoch.
+        logger, level = tf.get_logger(), tf.get_logger().level
+        with atomic_path(run / "encoder.h5", overwrite=True) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logger.setLevel("ERROR")
+            try:
+                self.save_encoder(self.model.encoder, tmp)
+            finally:
+                logger.setLevel(level)
         self._best = self.model.encoder.get_weights(), self.model.reference_logit.numpy()
         with atomic_path(run / "reference.npy", overwrite=True) as tmp, open(tmp, "wb") as f:
             np.save(f, self.model.reference.numpy())
