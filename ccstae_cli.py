@@ -508,6 +508,11 @@ def main(argv=None) -> int:
     # TensorFlow's start-up chatter (cuDNN/cuFFT/cuBLAS factory lines are logged at ERROR level) is
     # nothing a user can act on: level 3 keeps it out of every command's output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import warnings
+
+    # QKeras quantizers pass through keras.constraints.serialize() whenever a QKeras layer's config
+    # is read (clone, save): Keras 2.14 warns each time, and they serialize fine.
+    warnings.filterwarnings("ignore", message=r"The `keras.constraints.serialize\(\)` API")
     from model.errors import UserError
 
     parser = build_parser()
