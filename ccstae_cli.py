@@ -170,17 +170,22 @@ def add_region_options(p):
                    help="how the region's matrices are combined (mean: exactly consistent; default)")
 
 
-def add_strain_parser(subparsers):
-    p = subparsers.add_parser("strain", help="strain, shear and rotation maps of a cube",
-                              description="Run a trained encoder over a cube (streamed), reference the affine "
-                                          "matrices to a region, write exx/eyy/exy/theta to HDF5 and PNG.")
-    p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR")
+def add_maps_options(p):
+    """The options of every command that turns a cube into strain maps (strain, baseline)."""
     p.add_argument("--input", type=Path, required=True, metavar="CUBE")
     p.add_argument("--dataset", help="path of the 4D dataset inside an HDF5 input")
     p.add_argument("--out", type=Path, required=True, metavar="STRAIN.h5")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     add_region_options(p)
+
+
+def add_strain_parser(subparsers):
+    p = subparsers.add_parser("strain", help="strain, shear and rotation maps of a cube",
+                              description="Run a trained encoder over a cube (streamed), reference the affine "
+                                          "matrices to a region, write exx/eyy/exy/theta to HDF5 and PNG.")
+    p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR")
+    add_maps_options(p)
     p.set_defaults(handler=run_strain)
 
 
@@ -232,12 +237,7 @@ def add_baseline_parser(subparsers):
                                           "radius, origin, lattice and thresholds are measured from the data. "
                                           "Writes exx/eyy/exy/theta like `ccstae strain`, and the fraction of "
                                           "positions it could not fit.")
-    p.add_argument("--input", type=Path, required=True, metavar="CUBE")
-    p.add_argument("--dataset", help="path of the 4D dataset inside an HDF5 input")
-    p.add_argument("--out", type=Path, required=True, metavar="STRAIN.h5")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    add_region_options(p)
+    add_maps_options(p)
     p.set_defaults(handler=run_baseline)
 
 
