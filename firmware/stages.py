@@ -237,6 +237,14 @@ def float_description(cfg: dict, train_cube: StageResult) -> dict:
     return made_from("float", cfg, config, {"train_cube": train_cube.key})
 
 
+def reused(stage: str, key: str, folders, own: Path) -> StageResult | None:
+    """A finished run of this very key in another folder (e.g. `make hls`'s runs/ for a study)."""
+    for d in folders:
+        if Path(d) != Path(own) and current(d, key, "DONE"):
+            return StageResult(stage, Path(d), key, ran=False)
+    return None
+
+
 def ensure_float(cfg: dict, train_cube: StageResult, run_dir: Path, progress: bool = False,
                  reuse=()) -> StageResult:
     """The float run of `cfg` on the training cube: a current run in `reuse` folders (e.g. `make
@@ -245,10 +253,9 @@ def ensure_float(cfg: dict, train_cube: StageResult, run_dir: Path, progress: bo
     from model import train
 
     description = float_description(cfg, train_cube)
-    key = key_of(description)
-    for d in reuse:
-        if Path(d) != Path(run_dir) and current(d, key, "DONE"):
-            return StageResult("float", Path(d), key, ran=False)
+    found = reused("float", key_of(description), reuse, run_dir)
+    if found:
+        return found
 
     def build():
         resume = (Path(run_dir) / "checkpoints" / "checkpoint").exists()
@@ -271,10 +278,9 @@ def ensure_qat(cfg: dict, float_run: StageResult, q_dir: Path, progress: bool = 
     from quant import qat
 
     description = qat_description(cfg, float_run)
-    key = key_of(description)
-    for d in reuse:
-        if Path(d) != Path(q_dir) and current(d, key, "DONE"):
-            return StageResult("qat", Path(d), key, ran=False)
+    found = reused("qat", key_of(description), reuse, q_dir)
+    if found:
+        return found
 
     def build():
         return qat.quantize(float_run.path, q_dir, progress=progress, quant_section=cfg["quant"])
