@@ -130,16 +130,12 @@ def add_train_parser(subparsers):
 
 def run_train(args) -> int:
     from model.config import load_config
-    from model.errors import UserError
-
-    cfg = load_config(args.config)
-    cube = args.input
-    if cube is not None and not cube.exists():  # say no before TensorFlow is even imported
-        raise UserError(f"{cube}: no such file")
     from model.network import describe
     from model.run import load_run
     from model import train
 
+    cfg = load_config(args.config)
+    cube = args.input
     if cube is None:
         cube = args.out / "train_data.h5"
         if not cube.exists():
