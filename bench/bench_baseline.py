@@ -55,7 +55,7 @@ def table(preset: str, seeds, levels, counts: float, with_clean: bool) -> None:
         with open_cube(clean_cube(preset, seed)) as cube:
             clean, gt = cube.read_rows(0, cube.shape[0]), cube.ground_truth
         truth = truth_maps(gt)
-        flat = strain.mae({k: np.zeros_like(v) for k, v in truth.items()}, truth)
+        flat = strain.flat_map_mae(truth)
         print(f"  seed {seed}: flat map {flat['exx']:.4f} {flat['eyy']:.4f} {flat['exy']:.4f}")
         rng = np.random.default_rng([seed, 2])
         patterns = clean.reshape(-1, *clean.shape[2:])

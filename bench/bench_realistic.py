@@ -15,7 +15,6 @@ clean test scan per case; the noise of each level w is drawn here (multislice is
     nice -n 10 .venv/bin/python bench/bench_realistic.py --cases poly-cd2000 --epochs 12
 """
 import argparse
-import copy
 import json
 import os
 import sys
@@ -35,7 +34,7 @@ from model.evaluate import maps_from_raw, truth_maps  # noqa: E402
 from model.health import map_signal  # noqa: E402
 from model.run import load_run  # noqa: E402
 from model.simulate import simulate_scan  # noqa: E402
-from model.strain import mae  # noqa: E402
+from model.strain import flat_map_mae, mae  # noqa: E402
 
 CASES = {
     "poly-cd2000": {"simulate": {"central_disk": 2000.0}},
@@ -85,10 +84,9 @@ def evaluate(run, sets: dict) -> dict:
     for w, (patterns, gt, scan) in sets.items():
         raw = run.encoder.predict(run.inputs(patterns), batch_size=256, verbose=0).reshape(*scan, 4)
         truth = truth_maps(gt)
-        flat = {k: np.zeros_like(v) for k, v in truth.items()}
         period = 2 * run.rot_range
         out[w] = {"model": mae(maps_from_raw(raw, rot_range=run.rot_range), truth, period),
-                  "flat": mae(flat, truth, period), "signal": map_signal(raw, run.rot_range)["signal"]}
+                  "flat": flat_map_mae(truth, period), "signal": map_signal(raw, run.rot_range)["signal"]}
     return out
 
 

@@ -184,7 +184,7 @@ def run_baseline_cell(cfg: dict, cubes: list) -> dict:
     from model.data_io import open_cube
     from model.errors import UserError
     from model.evaluate import truth_maps
-    from model.strain import mae
+    from model.strain import flat_map_mae, mae
 
     ok, why = baseline.available()
     if not ok:
@@ -204,8 +204,7 @@ def run_baseline_cell(cfg: dict, cubes: list) -> dict:
             except UserError as e:
                 # No lattice visible (very noisy cubes): the baseline fits no position. Score it as
                 # it scores unfitted positions, with the reference lattice (a flat map), and say so.
-                flat = {k: np.zeros_like(v) for k, v in truth.items()}
-                rows.append({**base, "model": BASELINE, "source": f"py4DSTEM {why}", "mae": mae(flat, truth),
+                rows.append({**base, "model": BASELINE, "source": f"py4DSTEM {why}", "mae": flat_map_mae(truth),
                              "loss": None, "mae_p4_get_strain": None, "failed_fraction": 1.0,
                              "note": f"no fit, scored as a flat map: {e}"})
                 continue

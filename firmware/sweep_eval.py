@@ -120,13 +120,13 @@ def run_variant(cfg: dict, v: dict, name: str, prj: Path, float_run, q_stage, te
     mae_q, mae_fw, checks, n_fw = {}, {}, [], 0
     with watch("C-simulation"):
         t0 = time.time()
+        rot = q_run.rot_range
         for label, patterns in block["patterns"].items():
             x = q_run.inputs(patterns)
             q_out = qenc.predict(x, batch_size=256, verbose=0)
             fw_out = firmware_outputs(hls_model, x, progress, f"{name} C-sim w={label}")
             n_fw += len(x)
             checks.append(csim.compare_outputs(q_out, fw_out))
-            rot = q_run.rot_range
             mae_q[label] = mae(maps_from_raw(q_out.reshape(*shape, 4), rot_range=rot), block["truths"][label], 2 * rot)
             mae_fw[label] = mae(maps_from_raw(fw_out.reshape(*shape, 4), rot_range=rot), block["truths"][label], 2 * rot)
             if label == noisiest:

@@ -78,9 +78,8 @@ def evaluate_command(run: Run, cube_path: Path, out_dir: Path | None = None, reg
         gt = cube.ground_truth
         raw, rate = run_on_cube(run, cube, progress=progress)
     pred, truth = maps_from_raw(raw, region, stat, run.rot_range), truth_maps(gt, region, stat)
-    flat = {k: np.zeros_like(v) for k, v in truth.items()}
     result = {"model": str(run.path), "input": str(cube_path), "reference_region": region or "whole scan",
-              "mae": strain.mae(pred, truth, 2 * run.rot_range), "flat_map_mae": strain.mae(flat, truth, 2 * run.rot_range),
+              "mae": strain.mae(pred, truth, 2 * run.rot_range), "flat_map_mae": strain.flat_map_mae(truth, 2 * run.rot_range),
               "signal": health.map_signal(raw, run.rot_range), "units": {"exx": "strain", "eyy": "strain", "exy": "strain",
                                                         "theta": "degrees"},
               "patterns_per_second": rate}

@@ -92,6 +92,12 @@ def mae(pred: dict, truth: dict, period: float = HEXAGONAL_PERIOD) -> dict:
     return {k: float(np.mean(v)) for k, v in errors(pred, truth, period).items()}
 
 
+def flat_map_mae(truth: dict, period: float = HEXAGONAL_PERIOD) -> dict:
+    """The MAE of a flat map (the reference lattice everywhere): what a model that learned
+    nothing scores, printed beside every MAE so that skill is visible."""
+    return mae({k: np.zeros_like(v) for k, v in truth.items()}, truth, period)
+
+
 def save_maps_png(path: Path, rows: dict, title: str = "") -> None:
     """A grid of maps: one row per entry of `rows` ({label: maps}), one column per map."""
     import matplotlib
