@@ -49,6 +49,9 @@ CASES = {
 }
 
 
+SAMPLE_KEYS = ("sample_kind", "sample_scan", "sample_grains", "sample_seed")
+
+
 def config_for(case: dict, epochs: int, variant: str, sets=()) -> dict:
     cfg = load_config(case.get("preset", "default"))
     for section, values in case.items():
@@ -127,9 +130,13 @@ def main():
         data = args.work / name
         data.mkdir(parents=True, exist_ok=True)
         base = config_for(case, args.epochs, "auto")
-        train_cube = data / "train.h5"
+        sampled = config_for(case, args.epochs, "auto", args.set)  # --set may change the training sample
+        t = sampled["train"]
+        sample_tag = "" if all(t[k] == base["train"][k] for k in SAMPLE_KEYS) else \
+            "-" + "-".join(f"{t[k]}" for k in SAMPLE_KEYS).replace(" ", "").replace(",", "x")
+        train_cube = data / f"train{sample_tag}.h5"
         if not train_cube.exists():
-            train.simulate_training_sample(base, train_cube, progress=False)
+            train.simulate_training_sample(sampled, train_cube, progress=False)
         seed = int(base["noise"]["test_seed"]) if args.seed is None else args.seed
         sets, clean, attrs = test_sets(base, data, levels, seed)
         mask_r = None

@@ -323,8 +323,11 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
 
 
-def load_config(name_or_path: str | Path) -> dict:
-    """Load a preset by name (`default`) or a TOML file by path, merged over `default`, checked."""
+def load_config(name_or_path: str | Path, _seen: tuple = ()) -> dict:
+    """Load a preset by name (`default`) or a TOML file by path, merged over `default`, checked.
+
+    A config may start from another preset: `extends = "ms-mos2-single"` (top level) merges it
+    over that preset instead of `default`, so a study preset states only what it changes."""
     path = Path(name_or_path)
     if not path.suffix:
         path = CONFIG_DIR / f"{name_or_path}.toml"
@@ -333,7 +336,15 @@ def load_config(name_or_path: str | Path) -> dict:
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
     user = _read_toml(path)
-    merged = merge(_read_toml(CONFIG_DIR / "default.toml"), user, where=str(path))
+    base_name = user.pop("extends", None)
+    if base_name is None:
+        base = _read_toml(CONFIG_DIR / "default.toml")
+    else:
+        if not isinstance(base_name, str) or Path(base_name).suffix or base_name in _seen + (path.stem,):
+            raise ConfigError(f"{path}: extends = {base_name!r} must name another preset (no cycles)")
+        base = load_config(base_name, _seen + (path.stem,))
+        base.pop("name", None)
+    merged = merge(base, user, where=str(path))
     merged["name"] = user.get("name", path.stem)
     return validate(merged, where=str(path))
 

@@ -36,6 +36,18 @@ def test_every_preset_is_valid(preset):
     assert load_config(preset)["name"]
 
 
+def test_a_config_extends_another_preset(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text('extends = "ms-tiny"\n[train]\nepochs = 3\n')
+    cfg, base = load_config(path), load_config("ms-tiny")
+    assert cfg["train"]["epochs"] == 3 and cfg["name"] == "study"
+    assert cfg["simulate"] == base["simulate"]  # everything else as the preset it extends
+    for bad in ('extends = "study"\n', 'extends = "nope"\n', 'extends = "x.toml"\n'):
+        path.write_text(bad)
+        with pytest.raises(ConfigError):
+            load_config(path)
+
+
 @pytest.mark.parametrize("text, words", [
     ("[train]\nnoise_levels = [1.2]\n", ["train.noise_levels", "1.2", "[0, 1)"]),
     ("[quant]\nbias_bits = 1\n", ["quant.bias_bits", "[2, 32]"]),
