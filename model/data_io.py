@@ -103,6 +103,20 @@ def atomic_path(path, overwrite: bool = False):
         raise
 
 
+@contextmanager
+def file_lock(path):
+    """Hold an exclusive lock on `path` (created if absent) for the block: workers of a study that
+    need the same file (one cached clean multislice run) make it once; the others wait, then reuse it."""
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _attr_value(v):
     """Python / numpy values that HDF5 attributes can store (None and dicts as JSON)."""
     if isinstance(v, (dict, type(None))):

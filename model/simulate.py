@@ -394,10 +394,15 @@ def _clean_multislice(cfg, out_path, rows, progress) -> Path:
     """The clean multislice scan of cfg (seed set) cached in out_path's folder; simulated if absent."""
     import hashlib
 
+    from model import data_io
+
     key = json.dumps({"simulate": cfg["simulate"], "rows": rows}, sort_keys=True)
     path = Path(out_path).parent / f".ms-clean-{hashlib.sha1(key.encode()).hexdigest()[:12]}.h5"
-    if not path.exists():  # overwrite: a partial run of the same sample from another [noise] restarts
-        simulate_scan(cfg, path, clean=True, overwrite=True, progress=progress, rows=rows)
+    # Test cubes of one sample at several noise levels share this run, and a study makes them in
+    # parallel: one worker renders it, the others wait for the lock and reuse it.
+    with data_io.file_lock(path.parent / f"{path.name}.lock"):
+        if not path.exists():  # overwrite: a partial run left by a killed worker restarts
+            simulate_scan(cfg, path, clean=True, overwrite=True, progress=progress, rows=rows)
     return path
 
 

@@ -69,11 +69,13 @@ def test_central_share_is_the_central_disks_share_of_all_electrons():
 
 @pytest.mark.parametrize("ms, kin", [("ms-mos2", "kin-mos2"), ("ms-mos2-single", "kin-mos2-single"),
                                      ("ms-sto", "kin-sto")])
-def test_kinematic_twin_presets_differ_only_in_the_engine(ms, kin):
+def test_kinematic_twin_presets_hold_the_same_sample(ms, kin):
     a, b = load_config(ms), load_config(kin)
     assert a["simulate"]["engine"] == "multislice" and b["simulate"]["engine"] == "kinematic"
     a["simulate"]["engine"] = b["simulate"]["engine"]
     for key in ("central_share", "intensity_decay", "disk_edge_px", "central_disk"):  # multislice ignores them
         a["simulate"][key] = b["simulate"][key]
-    assert {k: v for k, v in a.items() if k != "name"} == {k: v for k, v in b.items() if k != "name"}
+    # The same sample, detector and preprocessing; the training recipe may differ (the kinematic engine
+    # can draw a random pattern per strain and rotation, multislice renders scans).
+    assert a["simulate"] == b["simulate"] and a["model"] == b["model"] and a["noise"] == b["noise"]
     np.testing.assert_array_equal(simulate.ground_truth_maps(a)["exx"], simulate.ground_truth_maps(b)["exx"])

@@ -146,3 +146,20 @@ def test_the_kinematic_twin_matches_multislice_on_the_same_sample(grain_scan, tm
     assert c["disk_position_error_px_max"] < 0.1
     assert abs(c["central_share"][0] - c["central_share"][1]) < 0.002
     assert abs(c["first_order_ratio"] - 1) < 0.15
+
+
+def test_parallel_noise_levels_share_one_clean_run(tmp_path, monkeypatch):
+    # A study makes the test cubes of one sample at several noise levels at once: one clean
+    # multislice run, rendered once, the other worker waiting for it (it used to fail on the rename).
+    from concurrent.futures import ThreadPoolExecutor
+
+    from model import multislice
+
+    cfg = ms_config(scan=[2, 2])
+    real_init, built = multislice.Engine.__init__, []
+    monkeypatch.setattr(multislice.Engine, "__init__", lambda self, p: (built.append(1), real_init(self, p))[1])
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda w: simulate.simulate_scan(cfg, tmp_path / f"w{w}.h5", noise_w=w, counts=1e4,
+                                                               progress=False), [0.0, 0.5]))
+    assert len(built) == 1 and all(p.exists() for p in paths)
+    assert not list(tmp_path.glob("*.partial"))
