@@ -30,6 +30,12 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 from model.errors import UserError
 
 
+# abTEM computes through dask. Inside a study's Dask worker dask would hand that graph to the study's
+# own cluster, whose workers may all be busy (one of them waiting for this very run): a deadlock.
+# The engine's arrays are computed here, by this process's threads.
+LOCAL_SCHEDULER = "threads"
+
+
 def import_abtem():
     """abTEM, configured quietly (GPU when cupy is present); a UserError naming the extra if absent."""
     try:
@@ -112,7 +118,7 @@ class Engine:
         gpts = [next_fast_len(math.ceil(e / p.sampling_A)) for e in atoms.cell.lengths()[:2]]
         potential = abtem.Potential(atoms, gpts=gpts, slice_thickness=p.slice_thickness_A,
                                     projection="infinite", parametrization="lobato")
-        self.potential = potential.build().compute()
+        self.potential = potential.build().compute(scheduler=LOCAL_SCHEDULER)
         self.probe = abtem.Probe(energy=p.beam_energy_kv * 1e3, semiangle_cutoff=p.convergence_mrad)
         self.probe.grid.match(self.potential)
         self.detector = abtem.PixelatedDetector(max_angle=kmax * p.wavelength * 1e3)
@@ -125,7 +131,7 @@ class Engine:
         jitter: (Ry, 2) pattern-centre shifts (row, col) in pixels, or None.
         """
         scan = self.abtem.CustomScan(self.positions[r])
-        m = self.probe.scan(self.potential, scan=scan, detectors=self.detector).compute()
+        m = self.probe.scan(self.potential, scan=scan, detectors=self.detector).compute(scheduler=LOCAL_SCHEDULER)
         arr = np.asarray(m.array, np.float64).reshape(-1, *m.array.shape[-2:])
         axes = m.axes_metadata[-2:]
         k0 = [ax.offset for ax in axes]  # k of index 0 along kx, ky
