@@ -197,22 +197,26 @@ def main():
                   f"epochs: {health['verdict']}")
             print(f"   preprocess: mask {run.prep.get('mask')}, scale {run.prep['scale']:.3g}, "
                   f"lattice {run.prep.get('lattice', {}).get('symmetry')}")
-            print(f"{'w':>5} {'':>9} {'exx':>8} {'eyy':>8} {'exy':>8} {'theta':>7} {'xy/flat':>7} {'signal':>8}")
+            print(f"{'w':>5} {'':>12} {'exx':>8} {'eyy':>8} {'exy':>8} {'theta':>7} {'xy/flat':>7} {'signal':>8}")
             for w, r in res.items():
-                if w == 0 and args.ml_fit:
+                if w == 0 and args.ml_fit:  # the same fit on the noisy and on the noise-free patterns
                     patterns, gt, scan = sets[w]
-                    raw = ml_fit(run, run_dir, patterns, float(cfg["noise"]["counts"])).reshape(*scan, 4)
-                    r["ml-fit"] = mae(maps_from_raw(raw, rot_range=run.rot_range), truth_maps(gt), 2 * run.rot_range)
+                    counts = float(cfg["noise"]["counts"])
+                    for label, x in (("ml-fit", patterns), ("ml-fit clean", clean)):
+                        raw = ml_fit(run, run_dir, x, counts).reshape(*scan, 4)
+                        r[label] = mae(maps_from_raw(raw, rot_range=run.rot_range), truth_maps(gt), 2 * run.rot_range)
+                    r["model clean"] = evaluate(run, {0.0: (clean, gt, scan)})[0.0]["model"]
                 floor = health_mod.noise_floor(clean[::max(1, len(clean) // 16)], float(cfg["noise"]["counts"]), w,
                                                float(cfg["noise"]["lorentz_gamma"]), central_radius=mask_r)
                 rows = [("model", r["model"]), ("flat", r["flat"]), ("floor", floor)]
-                if "ml-fit" in r:
-                    rows.insert(1, ("ml-fit", r["ml-fit"]))
+                for label in ("ml-fit", "model clean", "ml-fit clean"):
+                    if label in r:
+                        rows.append((label, r[label]))
                 if w in p4:
                     rows.append(("py4DSTEM", p4[w]))
                 for label, m in rows:
                     if "error" in m:
-                        print(f"{w:>5} {label:>9} {m['error'][:60]}")
+                        print(f"{w:>5} {label:>12} {m['error'][:60]}")
                         continue
                     theta = f"{m['theta']:7.3f}" if "theta" in m else f"{'':>7}"
                     extra = f" {mean_xy(m) / mean_xy(r['flat']):7.2f}"
@@ -220,10 +224,11 @@ def main():
                         extra += f" {r['signal']:8.2g}"
                     if label == "floor":
                         extra += f"  (Bragg counts {m['bragg_counts']:.0f})"
-                    print(f"{w:>5} {label:>9} {m['exx']:8.5f} {m['eyy']:8.5f} {m['exy']:8.5f} {theta}{extra}")
+                    print(f"{w:>5} {label:>12} {m['exx']:8.5f} {m['eyy']:8.5f} {m['exy']:8.5f} {theta}{extra}")
             sys.stdout.flush()
     print("\nxy/flat: mean exx/eyy MAE over a flat map's (1 = no skill); floor: Cramer-Rao shot-noise bound "
-          "(model/health.noise_floor, optimistic);\nml-fit: per-pattern Poisson maximum likelihood against the run's own reference (w = 0)")
+          "(model/health.noise_floor, optimistic);\nml-fit: per-pattern Poisson maximum likelihood against the run's own reference (w = 0); 'clean': on the "
+          "noise-free patterns (what the encoder and the loss can reach without shot noise)")
 
 
 if __name__ == "__main__":
