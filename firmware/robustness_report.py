@@ -31,6 +31,25 @@ def long_rows(cells: dict) -> list[dict]:
     return rows
 
 
+FLAT = "flat map"  # the reference lattice everywhere: the no-skill line beside every number
+
+
+def flat_rows(cubes: list) -> list[dict]:
+    """The MAE a flat map scores on every test cube with ground truth (no model needed)."""
+    from model.data_io import open_cube
+    from model.evaluate import truth_maps
+    from model.strain import flat_map_mae
+
+    rows = []
+    for c in cubes:
+        with open_cube(c["path"]) as cube:
+            gt = cube.ground_truth
+        if gt is not None:
+            rows.append({**{k: c[k] for k in ("label", "level", "seed")}, "model": FLAT, "source": FLAT,
+                         "mae": flat_map_mae(truth_maps(gt)), "loss": None})
+    return rows
+
+
 def aggregate(rows: list[dict]) -> list[dict]:
     """Mean and spread (std over seeds, population) per regime x model x cube label."""
     groups = {}
@@ -122,8 +141,10 @@ def findings(s: dict, cells: dict, agg: list[dict], cube_labels: list[str]) -> d
         per = []
         for lv in levels:
             fw, p4, fl = score(d, model, lv), score(BASELINE, BASELINE, lv), score(d, "float", lv)
-            per.append({"level": lv, model: fw, "float": fl, BASELINE: p4, "ratio_to_py4dstem": _ratio(fw, p4),
-                        "ratio_to_float": _ratio(fw, fl)})
+            flat = score(FLAT, FLAT, lv)
+            per.append({"level": lv, model: fw, "float": fl, BASELINE: p4, FLAT: flat,
+                        "ratio_to_py4dstem": _ratio(fw, p4), "ratio_to_float": _ratio(fw, fl),
+                        "ratio_to_flat": _ratio(fw, flat)})
         out["targets"] = per
     return out
 
@@ -188,7 +209,9 @@ def format_findings(summary: dict) -> str:
                      f"{'met' if ok_all else 'NOT met'} (" + ", ".join(
                          f"{r['level']} x{_fmt(r['ratio_to_py4dstem'], '.2f')}" for r in t) + "); within 10 % of float: "
                      f"{'met' if ok_float else 'NOT met'} (" + ", ".join(
-                         f"{r['level']} x{_fmt(r['ratio_to_float'], '.2f')}" for r in t) + ").")
+                         f"{r['level']} x{_fmt(r['ratio_to_float'], '.2f')}" for r in t) + "). Against a flat map: " +
+                     ", ".join(f"{r['level']} x{_fmt(r.get('ratio_to_flat'), '.2f')} (flat {_fmt(r.get(FLAT), '.4f')})"
+                               for r in t) + " (x1: no skill).")
     return "\n".join(lines)
 
 
@@ -199,7 +222,7 @@ def _fmt(v, spec):
 # ----------------------------------------------------------------------------- outputs
 
 def write_outputs(out: Path, cfg: dict, s: dict, cubes: list, cells: dict) -> dict:
-    rows = long_rows(cells)
+    rows = long_rows(cells) + long_rows({FLAT: {"rows": flat_rows(cubes)}})
     agg = aggregate(rows)
     labels = list(dict.fromkeys(c["label"] for c in cubes))
     summary = {"config": cfg["name"], "settings": {k: v for k, v in s.items()}, "cubes": cubes,
@@ -265,7 +288,8 @@ def heatmaps(path: Path, agg, cells, model, labels, title) -> None:
 
 
 def lines_plot(path: Path, agg, cells, model, s, title) -> None:
-    """MAE vs test noise, one line per regime (error bars: spread over seeds), py4DSTEM in black."""
+    """MAE vs test noise, one line per regime (error bars: spread over seeds), py4DSTEM in black, a
+    flat map's MAE dotted grey."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -274,17 +298,18 @@ def lines_plot(path: Path, agg, cells, model, s, title) -> None:
     levels = s["test_levels"]
     labels = [f"w={w:g}" for w in levels]
     fig, axes = plt.subplots(1, 4, figsize=(17, 4))
-    names = [n for n in cells if n != BASELINE] + ([BASELINE] if BASELINE in cells else [])
+    names = [n for n in cells if n != BASELINE] + ([BASELINE] if BASELINE in cells else []) + [FLAT]
     cmap = plt.get_cmap("viridis")
+    fixed = {BASELINE: dict(color="k", lw=2, ls="--"), FLAT: dict(color="0.5", lw=1.5, ls=":")}
     for ax, k in zip(axes, MAP_KEYS):
         for i, n in enumerate(names):
-            m = BASELINE if n == BASELINE else model
+            m = n if n in fixed else model
             pts = [_lookup(agg, n, m, lv, f"mae_{k}") for lv in labels]
             if all(p[0] is None for p in pts):
                 continue
             mu = [np.nan if p[0] is None else p[0] for p in pts]
             sd = [0 if p[1] is None else p[1] for p in pts]
-            style = dict(color="k", lw=2, ls="--") if n == BASELINE else dict(color=cmap(i / max(1, len(names) - 1)))
+            style = fixed.get(n) or dict(color=cmap(i / max(1, len(names) - 1)))
             ax.errorbar(levels, mu, yerr=sd, marker="o", ms=3, capsize=2, label=n, **style)
         ax.set_xlabel("test noise level w")
         ax.set_title(f"MAE {k}" + (" (deg)" if k == "theta" else ""))
@@ -353,12 +378,13 @@ def report_md(summary, cfg, s, cells, agg, labels, models) -> str:
                 cells_txt.append("failed" if c["status"] == "failed" else ("n/a" if mu is None else f"{mu:.4f} ± {sd:.4f}"))
             loss = _lookup(agg, n, m, labels[-1], "loss")[0]
             lines.append(f"| {n} | " + " | ".join(cells_txt) + f" | {_fmt(loss, '.4g')} |")
-        if BASELINE in cells and cells[BASELINE]["status"] == "done":
+        extra = ([BASELINE] if BASELINE in cells and cells[BASELINE]["status"] == "done" else []) + [FLAT]
+        for n in extra:
             cells_txt = []
             for lv in labels:
-                mu, sd = _lookup(agg, BASELINE, BASELINE, lv, "mae_exx")
+                mu, sd = _lookup(agg, n, n, lv, "mae_exx")
                 cells_txt.append("n/a" if mu is None else f"{mu:.4f} ± {sd:.4f}")
-            lines.append(f"| **{BASELINE}** | " + " | ".join(cells_txt) + " | - |")
+            lines.append(f"| **{n}** | " + " | ".join(cells_txt) + " | - |")
         lines += ["", f"![heatmap](heatmap_{m}.png)", "", f"![lines](lines_{m}.png)", ""]
     lines += ["## All maps", "", "Every map's mean and spread per regime, model and cube: `summary.csv`; every "
               "seed: `results.csv`; everything: `results.json`.", "", "## Time per cell", "",

@@ -63,6 +63,10 @@ def test_a_2x2_grid_runs_end_to_end(study):
     report = (out / "report.md").read_text()
     assert "## Findings" in report and "Deploy `fixed-" in report
     assert summary["findings"]["deploy"] in ("fixed-0.00", "fixed-0.50")
+    # A flat map's MAE beside every number: a row per table, computed from each cube's ground truth.
+    flat = [r for r in summary["summary"] if r["model"] == "flat map"]
+    assert len(flat) == len({c["label"] for c in summary["cubes"]}) and all(r["mae_exx"] > 0 for r in flat)
+    assert report.count("| **flat map** |") == 3  # float, quantized, firmware tables
     assert not list(out.rglob("*.tmp*"))  # every output was renamed into place
 
 
