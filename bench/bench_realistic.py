@@ -8,6 +8,7 @@ Cases (kinematic engine, the default preset's geometry unless stated):
   ms-mos2-single issue 11's target: a single-crystal MoS2 monolayer at 2 % strain, multislice
   kin-mos2-single  its kinematic twin (same sample, the kinematic engine)
   kin-sto / ms-sto SrTiO3 [001] (square lattice, 4.3 nm), kinematic / multislice
+  kin-rect       the default preset on a rectangular lattice (b = 1.41 a)
 
 Variants: central_mask "none" (the form before issue 11) vs "auto". Training cubes use
 sample_seed, test scans another seed (test_seed), so nothing is tuned on the test scans. One
@@ -50,6 +51,8 @@ CASES = {
     # square lattice: SrTiO3 [001], 4.3 nm thick (dynamical in multislice), two grains 10 deg apart
     "kin-sto": {"preset": "kin-sto"},
     "ms-sto": {"preset": "ms-sto"},
+    # rectangular lattice: the default preset's detector and sample, b = 1.41 a (Si [110]-like)
+    "kin-rect": {"simulate": {"lattice": "rectangular", "lattice_constant_b": 4.46}},
 }
 
 

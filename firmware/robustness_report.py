@@ -215,6 +215,16 @@ def format_findings(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def training_health(cells: dict) -> dict:
+    """{regime: the float run's health verdict} for every cell whose run left a health.json."""
+    out = {}
+    for name, c in cells.items():
+        path = Path((c.get("runs") or {}).get("float", "")) / "health.json"
+        if c.get("runs") and path.exists():
+            out[name] = json.loads(path.read_text()).get("verdict", "")
+    return out
+
+
 def _fmt(v, spec):
     return "n/a" if v is None else format(v, spec)
 
@@ -362,6 +372,11 @@ def report_md(summary, cfg, s, cells, agg, labels, models) -> str:
     failed = {n: c for n, c in cells.items() if c["status"] == "failed"}
     if failed:
         lines += ["## Failed cells", ""] + [f"- `{n}`: {c['error']}" for n, c in failed.items()] + [""]
+    health = training_health(cells)
+    if health:
+        lines += ["## Training health", "", "What `ccstae train` said of each regime's float run (model/health.py, "
+                  "no labels): a FLAT run returns flat maps, and its MAE is a flat map's.", ""]
+        lines += [f"- `{n}`: {v}" for n, v in health.items()] + [""]
     notes = sorted({r["note"] for c in cells.values() for r in c.get("rows", []) if r.get("note")})
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

@@ -67,6 +67,7 @@ def test_a_2x2_grid_runs_end_to_end(study):
     flat = [r for r in summary["summary"] if r["model"] == "flat map"]
     assert len(flat) == len({c["label"] for c in summary["cubes"]}) and all(r["mae_exx"] > 0 for r in flat)
     assert report.count("| **flat map** |") == 3  # float, quantized, firmware tables
+    assert "## Training health" in report and "- `fixed-0.00`: " in report  # each regime's health verdict
     assert not list(out.rglob("*.tmp*"))  # every output was renamed into place
 
 
