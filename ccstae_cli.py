@@ -195,6 +195,8 @@ def run_strain(args) -> int:
     sig = res["signal"]
     print(f"signal: strain spread across the scan {sig['signal']:.3g}" + ("  FLAT: the maps carry no strain signal"
                                                                          if sig["flat"] else ""))
+    if res["dose"]["warning"]:
+        print(f"WARNING: {res['dose']['warning']}", file=sys.stderr)
     return 0
 
 

@@ -57,16 +57,38 @@ def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean
     if out.exists() and not overwrite:
         raise UserError(f"{out}: exists (pass --overwrite to replace it)")
     with open_cube(cube_path, dataset=dataset) as cube:
+        dose = dose_check(run, cube.read_rows(0, 1).reshape(-1, *cube.shape[2:]))
         raw, rate = run_on_cube(run, cube, progress=progress)
     maps = maps_from_raw(raw, region, stat, run.rot_range)
     signal = health.map_signal(raw, run.rot_range)
     write_strain_h5(out, maps, {"model": str(run.path), "input": str(cube_path),
                                 "reference_region": region or "whole scan", "reference_stat": stat,
                                 "patterns_per_second": rate, "signal": signal["signal"],
-                                "flat": signal["flat"]}, overwrite=True)
+                                "flat": signal["flat"], "input_counts": dose["input_counts"] or 0.0},
+                    overwrite=True)
     strain.save_maps_png(out.with_suffix(".png"), {"strain": maps}, title=f"{Path(cube_path).name} ({run.path.name})")
     return {"out": str(out), "png": str(out.with_suffix(".png")), "patterns_per_second": rate,
-            "signal": signal}
+            "signal": signal, "dose": dose}
+
+
+DOSE_FACTOR = 3.0  # input dose this far from the training dose (either way): say so
+
+
+def dose_check(run: Run, patterns: np.ndarray) -> dict:
+    """The input's electrons per pattern (measured from the data, model/noise.estimate_counts)
+    against the dose the run was trained at, and a warning when they differ by more than
+    DOSE_FACTOR. A model trained at 1e5 e/pattern gave maps worse than a flat map's at 1e3
+    (README, issue 11), and its signal figure cannot tell noise from strain."""
+    from model.noise import estimate_counts
+
+    t = run.config.get("train", {})
+    trained = float(run.config["noise"]["counts"]) if t.get("noise_mode", "none") != "none" else None
+    measured = estimate_counts(patterns)
+    out = {"input_counts": measured, "trained_counts": trained, "warning": None}
+    if measured and trained and not 1 / DOSE_FACTOR <= measured / trained <= DOSE_FACTOR:
+        out["warning"] = (f"the input has about {measured:,.0f} electrons per pattern, the model was trained at "
+                          f"{trained:,.0f}: its maps may be noise (retrain at this dose)")
+    return out
 
 
 def evaluate_command(run: Run, cube_path: Path, out_dir: Path | None = None, region=None, stat="mean",

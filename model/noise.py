@@ -61,6 +61,30 @@ def dose_from_counts(counts: float, scan_step_A: float) -> float:
     return check_counts(counts) / float(scan_step_A) ** 2
 
 
+def estimate_counts(patterns: np.ndarray, n: int = 16) -> float | None:
+    """Electrons per pattern of measured patterns, from the data alone; None for noise-free ones.
+
+    Raw detector counts are integers: their sum. Patterns from this noise model hold
+    Poisson(...) x total / C: per pattern every value is a count k times one step, and the
+    smallest distinct values (where float32 keeps that grid exact) differ by one step, so the
+    pattern holds sum / step electrons. Noise-free patterns have no such grid. The median over
+    the first n patterns."""
+    found = []
+    for x in np.asarray(patterns, np.float64).reshape(len(patterns), -1)[:n]:
+        if np.all(x == np.round(x)):
+            found.append(x.sum())
+            continue
+        small = np.unique(x[x > 0])[:50]
+        if small.size < 3:
+            return None
+        step = np.diff(small[:20]).min()  # counts k and k + 1
+        k = small / step
+        if not np.all(np.abs(k - np.round(k)) < 1e-2):
+            return None
+        found.append(x.sum() / step)
+    return float(np.median(found)) if found else None
+
+
 def add_noise(patterns: np.ndarray, w, counts: float, rng: np.random.Generator,
               gamma_frac: float = 0.15) -> np.ndarray:
     """Noisy copies of (N, P, P) or (P, P) patterns, float32; fresh draws from rng each call.

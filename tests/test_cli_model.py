@@ -9,10 +9,6 @@ import pytest
 import ccstae_cli
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A trained tiny run (no --input: the CLI simulates the training sample) and a noisy test cube."""
@@ -38,6 +34,9 @@ def test_strain_writes_maps_and_png_and_refuses_to_overwrite(tiny, cli, one_line
         assert f["exx"].shape == (12, 12) and f.attrs["reference_region"] == "0:6,0:6"
         # Referenced to the mean matrix of the region: the region's mean strain is ~0.
         assert abs(float(np.mean(f["exx"][0:6, 0:6]))) < 2e-3
+        # The input's dose, measured from the data: the training dose, so no warning.
+        assert f.attrs["input_counts"] == pytest.approx(1e5, rel=0.05)
+    assert "WARNING" not in err
     assert out.with_suffix(".png").exists()
     before = out.read_bytes()
     rc, _, err = cli("strain", "--model", tiny / "run", "--input", tiny / "test.h5", "--out", out)
@@ -117,3 +116,14 @@ def test_convert_a_users_cube_is_bit_exact_on_both_paths(tiny, tiny_q, cli, one_
     assert s["variant"]["bits"] == 6 and set(s["accuracy"]["firmware"]) == {"input"}
     rc, _, err = cli("convert", "--model", tiny / "run", "--out", tiny / "prj2")
     one_line_error(rc, err, "convert", "not a quantized run")
+
+
+def test_strain_warns_when_the_input_dose_is_far_from_the_training_dose(tiny, cli, tmp_path):
+    # A model trained at 1e5 e/pattern gave maps worse than a flat map's at 1e3 (README, issue 11).
+    cube = tmp_path / "low.h5"
+    assert ccstae_cli.main(["simulate", "--preset", "tiny", "--noise", "0.5", "--counts", "1000", "--seed", "7",
+                            "--no-progress", "--out", str(cube)]) == 0
+    rc, _, err = cli("strain", "--model", tiny / "run", "--input", cube, "--out", tmp_path / "s.h5", "--no-progress")
+    assert rc == 0 and "WARNING" in err and "electrons per pattern" in err and "trained at 100,000" in err
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f.attrs["input_counts"] == pytest.approx(1e3, rel=0.05)
