@@ -163,3 +163,20 @@ def test_parallel_noise_levels_share_one_clean_run(tmp_path, monkeypatch):
                                                                progress=False), [0.0, 0.5]))
     assert len(built) == 1 and all(p.exists() for p in paths)
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_the_engine_computes_here_even_beside_a_dask_client(tmp_path):
+    # Inside a study's Dask worker a client is dask's default scheduler: abTEM's arrays went to the
+    # study's own cluster and deadlocked once its workers were busy. A cluster with no workers at all
+    # makes that wait forever; the engine must finish on this process's threads instead.
+    import threading
+
+    from distributed import Client, LocalCluster
+
+    cfg, done = ms_config(scan=[1, 2]), []
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, Client(cluster):
+        worker = threading.Thread(target=lambda: done.append(
+            simulate.simulate_scan(cfg, tmp_path / "x.h5", progress=False)), daemon=True)
+        worker.start()
+        worker.join(120)
+    assert done and done[0].exists()
