@@ -510,9 +510,12 @@ def main(argv=None) -> int:
 
     # QKeras quantizers pass through keras.constraints.serialize() whenever a QKeras layer's config
     # is read (clone, save): Keras 2.14 warns each time, and they serialize fine.
-    warnings.filterwarnings("ignore", message=r"The `keras.constraints.serialize\(\)` API")
+    import re
+
+    noise = "The `keras.constraints.serialize()` API"
+    warnings.filterwarnings("ignore", message=re.escape(noise))
     # A study's Dask workers are new processes: they take the same filter from the environment.
-    quiet = "ignore:The `keras.constraints.serialize()` API:UserWarning"
+    quiet = f"ignore:{noise}:UserWarning"
     os.environ["PYTHONWARNINGS"] = ",".join(w for w in (os.environ.get("PYTHONWARNINGS"), quiet) if w)
     from model.errors import UserError
 

@@ -109,13 +109,8 @@ def ml_fit(run, run_dir: Path, patterns: np.ndarray, counts: float, steps: int =
 
     from model import network, stn
 
-    cfg = json.loads((run_dir / "config.json").read_text())
     ref = np.load(run_dir / "reference.npy").astype(np.float32)
-    size, t = ref.shape[0], cfg["train"]
-    inner = t["mask_inner"] * size
-    if run.mask and run.mask.get("kind") == "disk":
-        inner = max(inner, float(run.mask["radius"]) + 1.0)
-    loss_mask = tf.constant(stn.annular_mask(size, inner, t["mask_outer"] * size))
+    loss_mask = tf.constant(train.loss_mask(ref.shape[0], run.config["train"], run.mask))
     x = run.inputs(patterns)
     k = tf.constant(x ** 2 * run.scale * counts)  # x = sqrt(I / s), I = counts / dose: back to counts
     raw = tf.Variable(run.encoder.predict(x, batch_size=256, verbose=0).astype(np.float32))

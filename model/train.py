@@ -73,6 +73,16 @@ def noise_levels_for(t: dict, epoch: int, n: int, rng: np.random.Generator):
     return rng.choice(levels, size=n)
 
 
+def loss_mask(pattern: int, t: dict, prep_mask: dict | None) -> np.ndarray:
+    """The annulus the cycle loss is computed on, (P, P, 1). It ignores the central disk: at least
+    [train] mask_inner of the pattern, and at least one pixel beyond the input's central mask
+    (the warp moves the mask's edge by a fraction of a pixel)."""
+    inner = t["mask_inner"] * pattern
+    if prep_mask and prep_mask.get("kind") == "disk":
+        inner = max(inner, float(prep_mask["radius"]) + 1.0)
+    return stn.annular_mask(pattern, inner, t["mask_outer"] * pattern)
+
+
 def blur_at(t: dict, epoch: int) -> float:
     frac = min(1.0, epoch / max(1, 0.6 * t["epochs"]))
     return float(t["blur_start"] + (t["blur_end"] - t["blur_start"]) * frac)
@@ -150,12 +160,7 @@ class Trainer:
             self.prep_params["lattice"] = self.fit_lattice(reference[..., 0], m["lattice_symmetry"])
         self.rot_range = float(self.prep_params["lattice"]["rotation_range"])
         self.model = network.CCSTAE(encoder, reference, self.rot_range)
-        # The loss ignores the central disk: at least mask_inner of the pattern, and at least
-        # one pixel beyond the input mask (the warp moves the mask's edge by a fraction of a pixel).
-        inner = t["mask_inner"] * self.pattern
-        if self.prep_mask and self.prep_mask.get("kind") == "disk":
-            inner = max(inner, float(self.prep_mask["radius"]) + 1.0)
-        self.mask = stn.annular_mask(self.pattern, inner, t["mask_outer"] * self.pattern)
+        self.mask = loss_mask(self.pattern, t, self.prep_mask)
         self.optimizer = tf.keras.optimizers.Adam(t["learning_rate"])
         self.optimizer.build(self.model.trainable())  # one optimizer for the encoder-only and the full steps
         self.epoch = tf.Variable(0, dtype=tf.int64)
