@@ -56,20 +56,21 @@ class _FixedOutputs:
         return tf.constant(self.raw, tf.float32)
 
 
-def cycle_loss(raw: np.ndarray, x: np.ndarray, reference: np.ndarray, t: dict, batch: int = 256) -> float:
+def cycle_loss(raw: np.ndarray, x: np.ndarray, reference: np.ndarray, run, batch: int = 256) -> float:
     """Mean cycle loss (both directions, no penalty) of raw outputs (N, 4) on inputs x (N, H, W, 1).
 
     x is both the encoder input and the target: on measured data the noisy pattern is all
-    there is. The blur is the run's final one and the mask its annulus, as in validation.
+    there is. The blur is the run's final one and the mask the run's training loss mask
+    (model.train.loss_mask: its annulus, clear of the input's central mask), as in validation.
     """
     import tensorflow as tf
 
-    from model import network, stn
+    from model import network, train
 
     enc = _FixedOutputs()
     model = network.CCSTAE(enc, reference)
-    p = x.shape[1]
-    mask = stn.annular_mask(p, t["mask_inner"] * p, t["mask_outer"] * p)
+    t = run.config["train"]
+    mask = train.loss_mask(x.shape[1], t, run.mask)
     sigma = tf.constant(float(t["blur_end"]), tf.float32)
     total = 0.0
     for i in range(0, len(x), batch):
@@ -112,7 +113,7 @@ def evaluate_cube(cube_info: dict, runs: dict, models, hls_model, firmware_patte
         run = runs[label]
         rows.append({**base, "model": label, "source": label,
                      "mae": score(raw[label]) if truth is not None else None,
-                     "loss": cycle_loss(raw[label], inputs[label], runs[label + "_reference"], run.config["train"]),
+                     "loss": cycle_loss(raw[label], inputs[label], runs[label + "_reference"], run),
                      "note": no_truth})
     if "firmware" in models:
         n = len(patterns)
@@ -123,24 +124,24 @@ def evaluate_cube(cube_info: dict, runs: dict, models, hls_model, firmware_patte
         fw = csim.predict_firmware(hls_model, x)
         seconds = time.time() - t0
         check = csim.compare_outputs(raw["quantized"][idx], fw)
-        t = runs["quantized"].config["train"]
+        q_run = runs["quantized"]
         row = {**base, "model": "firmware", "csim_patterns": int(k), "csim_exact_fraction": check.exact_fraction,
                "csim_seconds": round(seconds, 1), "note": no_truth}
         if k == n:  # every pattern C-simulated: the firmware's own numbers
             full = fw
             row["source"] = "csim"
             row["mae"] = score(full) if truth is not None else None
-            row["loss"] = cycle_loss(full, x, runs["quantized_reference"], t)
+            row["loss"] = cycle_loss(full, x, runs["quantized_reference"], q_run)
         elif check.exact:  # QKeras stands in, verified bit-exact on the C-simulated subset
             q = next(r for r in rows if r["model"] == "quantized") if "quantized" in models else None
             row["source"] = f"qkeras, bit-exact on {k} C-sim patterns"
             row["mae"] = q["mae"] if q else (score(raw["quantized"]) if truth is not None else None)
             row["loss"] = q["loss"] if q else cycle_loss(raw["quantized"], inputs["quantized"],
-                                                         runs["quantized_reference"], t)
+                                                         runs["quantized_reference"], q_run)
         else:  # not bit-exact: no full-scan C-simulation to stand on, so no firmware MAE
             row["source"] = f"csim on {k} patterns, NOT bit-exact with QKeras"
             row["mae"] = None
-            row["loss"] = cycle_loss(fw, x, runs["quantized_reference"], t)
+            row["loss"] = cycle_loss(fw, x, runs["quantized_reference"], q_run)
             row["note"] = f"firmware differs from QKeras on {100 * (1 - check.exact_fraction):.2f} % of outputs"
         rows.append(row)
     return rows
