@@ -14,6 +14,11 @@ Variants: central_mask "none" (the form before issue 11) vs "auto". Training cub
 sample_seed, test scans another seed (test_seed), so nothing is tuned on the test scans. One
 clean test scan per case; the noise of each level w is drawn here (multislice is slow).
 
+--pool k: every test pattern becomes the mean of its k x k neighbourhood of probe positions (k^2 the
+electrons, the map blurred over k steps; the strain fields here vary over ~8+ steps), the model is
+trained at k^2 the dose and py4DSTEM gets the same pooled patterns: what a dose-for-resolution
+trade buys each method.
+
     nice -n 10 .venv/bin/python bench/bench_realistic.py --cases poly-cd2000 --epochs 12
 """
 import argparse
@@ -59,7 +64,7 @@ CASES = {
 SAMPLE_KEYS = ("sample_kind", "sample_scan", "sample_grains", "sample_seed")
 
 
-def config_for(case: dict, epochs: int, variant: str, sets=()) -> dict:
+def config_for(case: dict, epochs: int, variant: str, sets=(), pool: int = 1) -> dict:
     cfg = load_config(case.get("preset", "default"))
     for section, values in case.items():
         if section != "preset":
@@ -70,11 +75,25 @@ def config_for(case: dict, epochs: int, variant: str, sets=()) -> dict:
         cfg[section][name] = tomllib.loads(f"v = {value}")["v"]
     cfg["train"]["epochs"] = epochs
     cfg["model"]["central_mask"] = variant
+    cfg["noise"]["counts"] = float(cfg["noise"]["counts"]) * pool ** 2  # the pooled patterns' dose
     cfg["name"] = "bench-realistic"
     return cfg
 
 
-def test_sets(cfg: dict, data: Path, levels, seed: int):
+def pool_scan(patterns: np.ndarray, scan, k: int) -> np.ndarray:
+    """Each pattern replaced by the mean of its k x k neighbourhood of probe positions (windows
+    truncated at the scan's edges): k^2 times the electrons per pattern, the strain map blurred."""
+    if k <= 1:
+        return patterns
+    from scipy.ndimage import uniform_filter
+
+    cube = patterns.reshape(*scan, -1).astype(np.float64)
+    total = uniform_filter(cube, size=(k, k, 1), mode="constant", cval=0.0)
+    n = uniform_filter(np.ones(scan), size=k, mode="constant", cval=0.0)
+    return (total / n[..., None]).astype(patterns.dtype).reshape(patterns.shape)
+
+
+def test_sets(cfg: dict, data: Path, levels, seed: int, pool: int = 1):
     """{w: (noisy patterns, ground truth, scan)} from ONE clean test scan (seed), noise drawn here,
     and the clean patterns (for the noise floor)."""
     clean_path = data / f"test_clean_s{seed}.h5"
@@ -84,8 +103,8 @@ def test_sets(cfg: dict, data: Path, levels, seed: int):
         clean = np.concatenate([b for _, b in cube.iter_batches(1024)])
         gt, scan, attrs = cube.ground_truth, cube.shape[:2], dict(cube.attrs)
     counts, gamma = float(cfg["noise"]["counts"]), float(cfg["noise"]["lorentz_gamma"])
-    sets = {w: (noise.add_noise(clean, w, counts, np.random.default_rng([seed, 2, int(round(100 * w))]),
-                                gamma_frac=gamma), gt, scan) for w in levels}
+    sets = {w: (pool_scan(noise.add_noise(clean, w, counts, np.random.default_rng([seed, 2, int(round(100 * w))]),
+                                          gamma_frac=gamma), scan, pool), gt, scan) for w in levels}
     return sets, clean, attrs
 
 
@@ -157,6 +176,8 @@ def main():
     ap.add_argument("--levels", default="0,0.5,0.7")
     ap.add_argument("--baseline", action="store_true", help="py4DSTEM on the same noisy cubes")
     ap.add_argument("--ml-fit", action="store_true", help="per-pattern Poisson maximum-likelihood fit at w = 0")
+    ap.add_argument("--pool", type=int, default=1, help="test patterns pooled over k x k probe positions "
+                    "(model trained at k^2 the dose, py4DSTEM given the same pooled patterns)")
     ap.add_argument("--seed", type=int, help="test-scan seed (default: [noise] test_seed); pick one no choice was tuned on")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a config key of the trained variants (e.g. train.noise_mode='\"none\"')")
@@ -176,12 +197,13 @@ def main():
         if not train_cube.exists():
             train.simulate_training_sample(sampled, train_cube, progress=False)
         seed = int(base["noise"]["test_seed"]) if args.seed is None else args.seed
-        sets, clean, attrs = test_sets(base, data, levels, seed)
+        sets, clean, attrs = test_sets(base, data, levels, seed, args.pool)
+        clean = pool_scan(clean, sets[levels[0]][2], args.pool)
         mask_r = None
         p4 = py4dstem(sets, attrs) if args.baseline else {}
         for variant in args.variants.split(","):
-            cfg = config_for(case, args.epochs, variant, args.set)
-            tag = "".join(f"-{item}" for item in args.set).replace("/", "_")
+            cfg = config_for(case, args.epochs, variant, args.set, args.pool)
+            tag = "".join(f"-{item}" for item in args.set).replace("/", "_") + (f"-pool{args.pool}" if args.pool > 1 else "")
             run_dir = data / f"run-{variant}-e{args.epochs}{tag}"
             if not (run_dir / "DONE").exists():
                 train.train(cfg, train_cube, run_dir, progress=False)
@@ -191,7 +213,7 @@ def main():
             if mask_r is None:
                 m = run.prep.get("measured") or preprocess.fit_preprocess(clean[:64], run.binning)["measured"]
                 mask_r = m["central_mask_radius"] * run.binning
-            print(f"\n== {name} (test seed {seed}), central_mask={variant}, {len(json.loads((run_dir / 'history.json').read_text()))} "
+            print(f"\n== {name} (test seed {seed}, pool {args.pool}x{args.pool}), central_mask={variant}, {len(json.loads((run_dir / 'history.json').read_text()))} "
                   f"epochs: {health['verdict']}")
             print(f"   preprocess: mask {run.prep.get('mask')}, scale {run.prep['scale']:.3g}, "
                   f"lattice {run.prep.get('lattice', {}).get('symmetry')}")
