@@ -396,7 +396,9 @@ def _clean_multislice(cfg, out_path, rows, progress) -> Path:
 
     from model import data_io
 
-    key = json.dumps({"simulate": cfg["simulate"], "rows": rows}, sort_keys=True)
+    from model.multislice import RENDER_VERSION
+
+    key = json.dumps({"simulate": cfg["simulate"], "rows": rows, "render": RENDER_VERSION}, sort_keys=True)
     path = Path(out_path).parent / f".ms-clean-{hashlib.sha1(key.encode()).hexdigest()[:12]}.h5"
     # Test cubes of one sample at several noise levels share this run, and a study makes them in
     # parallel: one worker renders it, the others wait for the lock and reuse it.
@@ -477,9 +479,10 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
         from model import multislice
 
         multislice.import_abtem()  # fail early, before any file appears
-        # abTEM samples the pattern at 1 / extent: coarser than k_px means the detector grid is interpolated
+        # abTEM samples the pattern at 1 / extent (model/multislice.py: at least 2 samples per pixel)
         attrs.update({"specimen_extent_A": multislice.specimen_extent(p), "margin_A": multislice.margin_A(p),
-                      "multislice_dk_over_k_px": max(1 / e for e in multislice.specimen_extent(p)) / p.k_px})
+                      "multislice_dk_over_k_px": max(1 / e for e in multislice.specimen_extent(p)) / p.k_px,
+                      "multislice_render": multislice.RENDER_VERSION})
         if not clean:  # noise on a clean scan cached beside the output: one multislice run per sample
             return _noisy_copy(_clean_multislice(cfg_saved, out_path, rows, progress), out_path, attrs, p,
                                noise_w, counts, gamma, overwrite, progress)
