@@ -50,38 +50,6 @@ def flat_rows(cubes: list) -> list[dict]:
     return rows
 
 
-FLOOR = "noise floor"  # the shot-noise bound of the test cube's dose and background (rough, optimistic)
-
-
-def floor_rows(cubes: list) -> list[dict]:
-    """A rough shot-noise floor of every simulated test cube with ground truth (model/health.noise_floor:
-    Cramer-Rao, as an MAE), from the cube itself: its scan-mean pattern less the noise model's
-    background, at the cube's dose and level. Exact physics for a single crystal; the smeared mean of
-    a polycrystal moves disks less sharply, so there it is a rough figure, not a bound."""
-    from model import health, noise, preprocess
-    from model.data_io import open_cube
-
-    rows = []
-    for c in cubes:
-        with open_cube(c["path"]) as cube:
-            if cube.ground_truth is None or "counts" not in cube.attrs or "noise_w" not in cube.attrs:
-                continue
-            total, n = 0.0, 0
-            for _, batch in cube.iter_batches(1024):
-                total, n = total + batch.sum(axis=0, dtype=np.float64), n + len(batch)
-            w, counts = float(cube.attrs["noise_w"]), float(cube.attrs["counts"])
-            gamma = float(cube.attrs.get("noise.lorentz_gamma", 0.15))
-        mean = total / n
-        size = mean.shape[-1]
-        clean = np.maximum(mean / mean.sum() - w * noise.lorentzian(size, gamma * size), 0.0) / (1.0 - w)
-        radius = preprocess.measure_central_disk(clean)["mask_radius"]
-        f = health.noise_floor(clean[None], counts, w, gamma, central_radius=radius)
-        rows.append({**{k: c[k] for k in ("label", "level", "seed")}, "model": FLOOR, "source": FLOOR,
-                     "mae": {k: f[k] for k in ("exx", "eyy", "exy")}, "loss": None,
-                     "bragg_counts": f["bragg_counts"]})
-    return rows
-
-
 def aggregate(rows: list[dict]) -> list[dict]:
     """Mean and spread (std over seeds, population) per regime x model x cube label."""
     groups = {}
@@ -173,9 +141,8 @@ def findings(s: dict, cells: dict, agg: list[dict], cube_labels: list[str]) -> d
         per = []
         for lv in levels:
             fw, p4, fl = score(d, model, lv), score(BASELINE, BASELINE, lv), score(d, "float", lv)
-            flat, floor = score(FLAT, FLAT, lv), score(FLOOR, FLOOR, lv)
-            per.append({"level": lv, model: fw, "float": fl, BASELINE: p4, FLAT: flat, FLOOR: floor,
-                        "floor_to_flat": _ratio(floor, flat),
+            flat = score(FLAT, FLAT, lv)
+            per.append({"level": lv, model: fw, "float": fl, BASELINE: p4, FLAT: flat,
                         "ratio_to_py4dstem": _ratio(fw, p4), "ratio_to_float": _ratio(fw, fl),
                         "ratio_to_flat": _ratio(fw, flat)})
         out["targets"] = per
@@ -244,9 +211,7 @@ def format_findings(summary: dict) -> str:
                      f"{'met' if ok_float else 'NOT met'} (" + ", ".join(
                          f"{r['level']} x{_fmt(r['ratio_to_float'], '.2f')}" for r in t) + "). Against a flat map: " +
                      ", ".join(f"{r['level']} x{_fmt(r.get('ratio_to_flat'), '.2f')} (flat {_fmt(r.get(FLAT), '.4f')})"
-                               for r in t) + " (x1: no skill). The shot-noise floor (Cramer-Rao, optimistic) against "
-                     "a flat map: " + ", ".join(f"{r['level']} x{_fmt(r.get('floor_to_flat'), '.2f')}" for r in t) +
-                     " (a target below it needs more electrons, e.g. pooled probe positions).")
+                               for r in t) + " (x1: no skill).")
     return "\n".join(lines)
 
 
@@ -267,7 +232,7 @@ def _fmt(v, spec):
 # ----------------------------------------------------------------------------- outputs
 
 def write_outputs(out: Path, cfg: dict, s: dict, cubes: list, cells: dict) -> dict:
-    rows = long_rows(cells) + long_rows({FLAT: {"rows": flat_rows(cubes)}, FLOOR: {"rows": floor_rows(cubes)}})
+    rows = long_rows(cells) + long_rows({FLAT: {"rows": flat_rows(cubes)}})
     agg = aggregate(rows)
     labels = list(dict.fromkeys(c["label"] for c in cubes))
     summary = {"config": cfg["name"], "settings": {k: v for k, v in s.items()}, "cubes": cubes,
@@ -334,7 +299,7 @@ def heatmaps(path: Path, agg, cells, model, labels, title) -> None:
 
 def lines_plot(path: Path, agg, cells, model, s, title) -> None:
     """MAE vs test noise, one line per regime (error bars: spread over seeds), py4DSTEM in black, a
-    flat map's MAE dotted grey, the shot-noise floor dash-dotted red."""
+    flat map's MAE dotted grey."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -343,10 +308,9 @@ def lines_plot(path: Path, agg, cells, model, s, title) -> None:
     levels = s["test_levels"]
     labels = [f"w={w:g}" for w in levels]
     fig, axes = plt.subplots(1, 4, figsize=(17, 4))
-    names = [n for n in cells if n != BASELINE] + ([BASELINE] if BASELINE in cells else []) + [FLAT, FLOOR]
+    names = [n for n in cells if n != BASELINE] + ([BASELINE] if BASELINE in cells else []) + [FLAT]
     cmap = plt.get_cmap("viridis")
-    fixed = {BASELINE: dict(color="k", lw=2, ls="--"), FLAT: dict(color="0.5", lw=1.5, ls=":"),
-             FLOOR: dict(color="tab:red", lw=1, ls="-.")}
+    fixed = {BASELINE: dict(color="k", lw=2, ls="--"), FLAT: dict(color="0.5", lw=1.5, ls=":")}
     for ax, k in zip(axes, MAP_KEYS):
         for i, n in enumerate(names):
             m = n if n in fixed else model
@@ -429,7 +393,7 @@ def report_md(summary, cfg, s, cells, agg, labels, models) -> str:
                 cells_txt.append("failed" if c["status"] == "failed" else ("n/a" if mu is None else f"{mu:.4f} ± {sd:.4f}"))
             loss = _lookup(agg, n, m, labels[-1], "loss")[0]
             lines.append(f"| {n} | " + " | ".join(cells_txt) + f" | {_fmt(loss, '.4g')} |")
-        extra = ([BASELINE] if BASELINE in cells and cells[BASELINE]["status"] == "done" else []) + [FLAT, FLOOR]
+        extra = ([BASELINE] if BASELINE in cells and cells[BASELINE]["status"] == "done" else []) + [FLAT]
         for n in extra:
             cells_txt = []
             for lv in labels:
