@@ -95,7 +95,7 @@ def pool_scan(patterns: np.ndarray, scan, k: int) -> np.ndarray:
 
 def test_sets(cfg: dict, data: Path, levels, seed: int, pool: int = 1):
     """{w: (noisy patterns, ground truth, scan)} from ONE clean test scan (seed), noise drawn here,
-    and the clean patterns (for the noise floor)."""
+    and the clean patterns (for the noise floor); both pooled over pool x pool probe positions."""
     clean_path = data / f"test_clean_s{seed}.h5"
     if not clean_path.exists():
         simulate_scan(cfg, clean_path, clean=True, seed=seed, progress=False)
@@ -105,7 +105,7 @@ def test_sets(cfg: dict, data: Path, levels, seed: int, pool: int = 1):
     counts, gamma = float(cfg["noise"]["counts"]), float(cfg["noise"]["lorentz_gamma"])
     sets = {w: (pool_scan(noise.add_noise(clean, w, counts, np.random.default_rng([seed, 2, int(round(100 * w))]),
                                           gamma_frac=gamma), scan, pool), gt, scan) for w in levels}
-    return sets, clean, attrs
+    return sets, pool_scan(clean, scan, pool), attrs
 
 
 def evaluate(run, sets: dict) -> dict:
@@ -198,7 +198,6 @@ def main():
             train.simulate_training_sample(sampled, train_cube, progress=False)
         seed = int(base["noise"]["test_seed"]) if args.seed is None else args.seed
         sets, clean, attrs = test_sets(base, data, levels, seed, args.pool)
-        clean = pool_scan(clean, sets[levels[0]][2], args.pool)
         mask_r = None
         p4 = py4dstem(sets, attrs) if args.baseline else {}
         for variant in args.variants.split(","):
