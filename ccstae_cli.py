@@ -221,6 +221,12 @@ def run_evaluate(args) -> int:
     m = res["mae"]
     print(f"MAE exx {m['exx']:.5f}  eyy {m['eyy']:.5f}  exy {m['exy']:.5f}  theta {m['theta']:.3f} deg"
           f"  ({res['patterns_per_second']:.0f} patterns/s)")
+    f = res["flat_map_mae"]
+    print(f"    a flat map (no skill): exx {f['exx']:.5f}  eyy {f['eyy']:.5f}  exy {f['exy']:.5f}  theta {f['theta']:.3f} deg")
+    if res.get("noise_floor"):
+        f = res["noise_floor"]
+        print(f"    shot-noise floor:      exx {f['exx']:.5f}  eyy {f['eyy']:.5f}  exy {f['exy']:.5f}"
+              f"  ({f['bragg_counts']:,.0f} e per pattern in the Bragg disks)")
     print(f"wrote {res['json']} and {res['png']}")
     return 0
 

@@ -21,9 +21,10 @@ from model import health
 from model.config import load_config
 from model.data_io import open_cube, write_json
 from model.evaluate import maps_from_raw, truth_maps
+from model.floor import cube_noise_floor
 from model.errors import UserError
 from model.run import check_pattern_size, load_run
-from model.strain import MAPS, mae, save_maps_png
+from model.strain import MAPS, flat_map_mae, mae, save_maps_png
 from quant import qat, qmodel
 
 
@@ -190,6 +191,7 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
     with watch("strain accuracy"):
         rot = float_run.rot_range  # the rotation bound follows the lattice symmetry
         accuracy = {label: {} for label in raw}
+        skill = {"flat map": {}, "noise floor": {}}
         truths = {}
         for w, path in tests.items():
             with open_cube(path) as cube:
@@ -198,6 +200,11 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
             for label in raw:
                 if w in truths:
                     accuracy[label][level_name(w)] = mae(maps_from_raw(raw[label][w], rot_range=rot), truths[w], 2 * rot)
+            if w in truths:  # what no skill scores, and what shot noise leaves to the best estimator
+                skill["flat map"][level_name(w)] = flat_map_mae(truths[w], 2 * rot)
+                floor = cube_noise_floor(path)
+                if floor is not None:
+                    skill["noise floor"][level_name(w)] = floor
         # Bit-exact with QKeras is not enough: a too-narrow fixed-point range would clip both
         # alike. Compare the firmware with the float twin of the quantized encoder (same pruned
         # weights, no quantizers) on the noisiest test patterns.
@@ -235,6 +242,8 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                                          "latency_us", "patterns_per_s", "error_bars", "features")}
                     | {"total": {r: est["total"][r] for r in E.RESOURCES}, "summary": E.summary_line(est)},
         "accuracy": accuracy,
+        # Beside every MAE: a flat map's (no skill) and the shot-noise floor (model/floor.py).
+        "skill_lines": skill,
         # model/health.py: strain spread across each test scan; below health.FLAT_STRAIN the maps are flat
         "signal": {label: {level_name(w): health.map_signal(r, rot) for w, r in raw[label].items()} for label in raw},
         "accuracy_units": {"exx": "strain", "eyy": "strain", "exy": "strain", "theta": "degrees"},
@@ -284,7 +293,7 @@ def format_summary(s: dict) -> str:
              f"{s['saturation']['max_abs_deviation']:.3g}{'  OVERFLOW' if s['saturation']['overflow'] else ''}",
              f"resources: {s['estimate']['summary']}" if s.get("estimate") else "resources: (not estimated)",
              "", "strain MAE (theta in degrees) per test noise level w:",
-             f"{'w':>5} {'model':>10} " + " ".join(f"{k:>8}" for k in MAPS)]
+             f"{'w':>5} {'model':>11} " + " ".join(f"{k:>8}" for k in MAPS)]
     fw_signal = {w: v["signal"] for w, v in s.get("signal", {}).get("firmware", {}).items()}
     if fw_signal:
         lines.insert(-2, "signal (firmware strain spread across the scan; flat below "
@@ -294,7 +303,13 @@ def format_summary(s: dict) -> str:
     for w in s["accuracy"]["float"]:
         for label in ("float", "quantized", "firmware"):
             m = s["accuracy"][label][w]
-            lines.append(f"{w:>5} {label:>10} " + " ".join(f"{m[k]:8.5f}" if k != "theta" else f"{m[k]:8.3f}" for k in MAPS))
+            lines.append(f"{w:>5} {label:>11} " + " ".join(f"{m[k]:8.5f}" if k != "theta" else f"{m[k]:8.3f}" for k in MAPS))
+        for label, per_level in s.get("skill_lines", {}).items():
+            if w in per_level:
+                m = per_level[w]
+                lines.append(f"{w:>5} {label:>11} " + " ".join(
+                    f"{'-':>8}" if k not in m else (f"{m[k]:8.5f}" if k != "theta" else f"{m[k]:8.3f}") for k in MAPS)
+                    + (f"  ({m['bragg_counts']:,.0f} e in the Bragg disks)" if "bragg_counts" in m else ""))
     lines.append("\ntimes (s): " + ", ".join(f"{k} {v}" for k, v in s["times_s"].items()))
     lines.append(f"wrote {s['project']}/summary.json")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import numpy as np
 from model import health, network, strain
 from model.data_io import atomic_path, open_cube, write_json
 from model.errors import DataError, UserError
+from model.floor import cube_noise_floor
 from model.run import Run, check_pattern_size, predict_raw
 
 
@@ -102,6 +103,8 @@ def evaluate_command(run: Run, cube_path: Path, out_dir: Path | None = None, reg
     pred, truth = maps_from_raw(raw, region, stat, run.rot_range), truth_maps(gt, region, stat)
     result = {"model": str(run.path), "input": str(cube_path), "reference_region": region or "whole scan",
               "mae": strain.mae(pred, truth, 2 * run.rot_range), "flat_map_mae": strain.flat_map_mae(truth, 2 * run.rot_range),
+              # the shot-noise floor of a simulated cube (None for others): skill lies between it and a flat map
+              "noise_floor": cube_noise_floor(cube_path),
               "signal": health.map_signal(raw, run.rot_range), "units": {"exx": "strain", "eyy": "strain", "exy": "strain",
                                                         "theta": "degrees"},
               "patterns_per_second": rate}

@@ -52,6 +52,9 @@ def test_evaluate_reports_mae_against_ground_truth(tiny, cli):
     assert set(result["mae"]) == {"exx", "eyy", "exy", "theta"}
     assert all(np.isfinite(v) and v >= 0 for v in result["mae"].values())
     assert (tiny / "eval" / "test.png").exists()
+    # Beside the MAE: a flat map's, and the shot-noise floor of the simulated cube's noise-free twin.
+    assert result["flat_map_mae"]["exx"] > 0 and 0 < result["noise_floor"]["exx"] < result["flat_map_mae"]["exx"]
+    assert "a flat map (no skill)" in text and "shot-noise floor" in text
 
 
 def test_a_run_without_a_finished_checkpoint_is_refused(tiny, tmp_path, cli, one_line_error):

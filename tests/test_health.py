@@ -106,3 +106,25 @@ def test_runs_saved_before_issue_11_load_without_mask(tmp_path):
     x = np.full((1, 32, 32), 0.5, np.float32)
     assert np.allclose(run.inputs(x), 1.0)
     assert isinstance(run.encoder, keras.Model)
+
+
+def test_a_simulated_cubes_noise_floor_comes_from_its_noise_free_twin(tmp_path):
+    from model import floor, simulate
+    from model.data_io import open_cube
+
+    cfg = load_config("tiny")
+    noisy = simulate.simulate_scan(cfg, tmp_path / "noisy.h5", noise_w=0.5, counts=1e4, seed=7, progress=False)
+    clean = simulate.simulate_scan(cfg, tmp_path / "clean.h5", clean=True, seed=7, progress=False)
+    twin = floor.noise_free_twin(noisy, n=5)
+    with open_cube(clean) as c:
+        index = np.linspace(0, len(c) - 1, 5).astype(int)
+        np.testing.assert_array_equal(twin, c.read_patterns(index))  # the very sample, without its noise
+    f = floor.cube_noise_floor(noisy, n=5)
+    assert f == {**health.noise_floor(twin, 1e4, 0.5, cfg["noise"]["lorentz_gamma"],
+                                      central_radius=f["central_radius"]),
+                 "central_radius": f["central_radius"], "patterns": 5}
+    assert 0 < f["central_radius"] < cfg["simulate"]["pattern"] / 4 and f["bragg_counts"] < 0.5 * 1e4
+    # More background, fewer electrons: a higher floor; and no floor for a cube with no twin.
+    louder = simulate.simulate_scan(cfg, tmp_path / "louder.h5", noise_w=0.5, counts=1e3, seed=7, progress=False)
+    assert floor.cube_noise_floor(louder, n=5)["exx"] > 2 * f["exx"]
+    assert floor.cube_noise_floor(clean) is None

@@ -180,3 +180,16 @@ def test_the_engine_computes_here_even_beside_a_dask_client(tmp_path):
         worker.start()
         worker.join(120)
     assert done and done[0].exists()
+
+
+def test_a_noisy_multislice_cubes_twin_is_its_cached_clean_run(tmp_path, monkeypatch):
+    from model import floor, multislice
+
+    cfg = ms_config(scan=[3, 2])
+    noisy = simulate.simulate_scan(cfg, tmp_path / "n.h5", noise_w=0.3, counts=1e4, progress=False)
+    clean = next(tmp_path.glob(".ms-clean-*.h5"))
+    monkeypatch.setattr(multislice.Engine, "row", lambda *a, **k: pytest.fail("rendered again"))
+    twin = floor.noise_free_twin(noisy, n=6)
+    with h5py.File(clean) as f:
+        np.testing.assert_array_equal(twin, f["datacube"][:].reshape(6, *twin.shape[1:]))
+    assert floor.cube_noise_floor(noisy, n=6)["bragg_counts"] > 0

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from firmware.pipeline import run_pipeline
+from firmware.pipeline import format_summary, run_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,12 @@ def test_summary_names_the_variant_and_the_accuracy_of_all_three_models(tiny_pip
         assert set(s["accuracy"][label]) == {"w=0", "w=0.25", "w=0.5", "w=0.7"}
     # The firmware is bit-exact with the quantized model, so its strain maps are the same.
     assert s["accuracy"]["firmware"] == s["accuracy"]["quantized"]
+    # Beside every MAE, what no skill scores and the shot-noise floor (rising with the background).
+    flat, floor = s["skill_lines"]["flat map"], s["skill_lines"]["noise floor"]
+    assert set(flat) == set(floor) == {"w=0", "w=0.25", "w=0.5", "w=0.7"}
+    assert 0 < floor["w=0"]["exx"] < floor["w=0.7"]["exx"] and all(m["exx"] > 0 for m in flat.values())
+    text = format_summary(s)
+    assert "   flat map " in text and "noise floor" in text and "e in the Bragg disks" in text
 
 
 def test_the_project_holds_what_vitis_csim_needs(tiny_pipeline):

@@ -67,6 +67,11 @@ def test_a_2x2_grid_runs_end_to_end(study):
     flat = [r for r in summary["summary"] if r["model"] == "flat map"]
     assert len(flat) == len({c["label"] for c in summary["cubes"]}) and all(r["mae_exx"] > 0 for r in flat)
     assert report.count("| **flat map** |") == 3  # float, quantized, firmware tables
+    # ...and the shot-noise floor below it, from each simulated cube's noise-free twin: higher with more background.
+    floor = {r["cube"]: r for r in summary["summary"] if r["model"] == "noise floor"}
+    assert set(floor) == {c["label"] for c in summary["cubes"]}
+    assert 0 < floor["w=0"]["mae_exx"] < floor["w=0.5"]["mae_exx"] and floor["w=0"]["bragg_counts"] > 0
+    assert report.count("| **noise floor** |") == 3 and "Electrons per pattern in the Bragg disks" in report
     assert "## Training health" in report and "- `fixed-0.00`: " in report  # each regime's health verdict
     assert not list(out.rglob("*.tmp*"))  # every output was renamed into place
 
