@@ -226,7 +226,10 @@ def run_evaluate(args) -> int:
     if res.get("noise_floor"):
         f = res["noise_floor"]
         print(f"    shot-noise floor:      exx {f['exx']:.5f}  eyy {f['eyy']:.5f}  exy {f['exy']:.5f}"
-              f"  ({f['bragg_counts']:,.0f} e per pattern in the Bragg disks)")
+              f"  ({f['bragg_counts']:,.0f} e per pattern in the Bragg disks; Cramer-Rao)")
+        f = f["centroid"]
+        print(f"    disk centroids:        exx {f['exx']:.5f}  eyy {f['eyy']:.5f}  exy {f['exy']:.5f}"
+              "  (the same electrons, measured as disk positions)")
     print(f"wrote {res['json']} and {res['png']}")
     return 0
 

@@ -191,7 +191,7 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
     with watch("strain accuracy"):
         rot = float_run.rot_range  # the rotation bound follows the lattice symmetry
         accuracy = {label: {} for label in raw}
-        skill = {"flat map": {}, "noise floor": {}}
+        skill = {"flat map": {}, "noise floor": {}, "centroids": {}}
         truths = {}
         for w, path in tests.items():
             with open_cube(path) as cube:
@@ -204,7 +204,8 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                 skill["flat map"][level_name(w)] = flat_map_mae(truths[w], 2 * rot)
                 floor = cube_noise_floor(path)
                 if floor is not None:
-                    skill["noise floor"][level_name(w)] = floor
+                    skill["noise floor"][level_name(w)] = {k: v for k, v in floor.items() if k != "centroid"}
+                    skill["centroids"][level_name(w)] = floor["centroid"]
         # Bit-exact with QKeras is not enough: a too-narrow fixed-point range would clip both
         # alike. Compare the firmware with the float twin of the quantized encoder (same pruned
         # weights, no quantizers) on the noisiest test patterns.
@@ -242,7 +243,8 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                                          "latency_us", "patterns_per_s", "error_bars", "features")}
                     | {"total": {r: est["total"][r] for r in E.RESOURCES}, "summary": E.summary_line(est)},
         "accuracy": accuracy,
-        # Beside every MAE: a flat map's (no skill) and the shot-noise floor (model/floor.py).
+        # Beside every MAE: a flat map's (no skill), the shot-noise (Cramer-Rao) floor and what
+        # Bragg-disk centroids reach with the same electrons (model/floor.py).
         "skill_lines": skill,
         # model/health.py: strain spread across each test scan; below health.FLAT_STRAIN the maps are flat
         "signal": {label: {level_name(w): health.map_signal(r, rot) for w, r in raw[label].items()} for label in raw},

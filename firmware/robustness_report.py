@@ -34,6 +34,7 @@ def long_rows(cells: dict) -> list[dict]:
 
 FLAT = "flat map"  # the reference lattice everywhere: the no-skill line beside every number
 FLOOR = "noise floor"  # the shot-noise (Cramer-Rao) floor of a simulated cube: the line below every number
+CENTROIDS = "disk centroids"  # what Bragg-disk centroids reach with the same electrons (unbiased)
 
 
 def flat_rows(cubes: list) -> list[dict]:
@@ -145,6 +146,7 @@ def findings(s: dict, cells: dict, agg: list[dict], cube_labels: list[str]) -> d
             fw, p4, fl = score(d, model, lv), score(BASELINE, BASELINE, lv), score(d, "float", lv)
             flat, floor = score(FLAT, FLAT, lv), score(FLOOR, FLOOR, lv)
             per.append({"level": lv, model: fw, "float": fl, BASELINE: p4, FLAT: flat, FLOOR: floor,
+                        CENTROIDS: score(CENTROIDS, CENTROIDS, lv),
                         "floor_to_flat": _ratio(floor, flat),
                         "ratio_to_py4dstem": _ratio(fw, p4), "ratio_to_float": _ratio(fw, fl),
                         "ratio_to_flat": _ratio(fw, flat)})
@@ -215,6 +217,7 @@ def format_findings(summary: dict) -> str:
                          f"{r['level']} x{_fmt(r['ratio_to_float'], '.2f')}" for r in t) + "). Against a flat map: " +
                      ", ".join(f"{r['level']} x{_fmt(r.get('ratio_to_flat'), '.2f')} (flat {_fmt(r.get(FLAT), '.4f')}"
                                + (f"; noise floor {r[FLOOR]:.4f} = x{r['floor_to_flat']:.2f} flat" if r.get(FLOOR) else "")
+                               + (f"; disk centroids {r[CENTROIDS]:.4f}" if r.get(CENTROIDS) else "")
                                + ")" for r in t) + " (x1: no skill; no unbiased per-pattern estimator beats the noise floor, and "
                      "where the floor lies above a flat map's MAE one pattern alone cannot resolve the strain).")
     return "\n".join(lines)
@@ -248,11 +251,16 @@ def floor_rows(cubes: list) -> list[dict]:
             rows.append({**{k: c[k] for k in ("label", "level", "seed")}, "model": FLOOR, "source": FLOOR,
                          "mae": {k: f[k] for k in ("exx", "eyy", "exy")}, "loss": None,
                          "bragg_counts": f["bragg_counts"]})
+            rows.append({**{k: c[k] for k in ("label", "level", "seed")}, "model": CENTROIDS, "source": CENTROIDS,
+                         "mae": {k: f["centroid"][k] for k in ("exx", "eyy", "exy")}, "loss": None})
     return rows
 
 
 def write_outputs(out: Path, cfg: dict, s: dict, cubes: list, cells: dict) -> dict:
-    rows = long_rows(cells) + long_rows({FLAT: {"rows": flat_rows(cubes)}, FLOOR: {"rows": floor_rows(cubes)}})
+    floors = floor_rows(cubes)
+    rows = long_rows(cells) + long_rows({FLAT: {"rows": flat_rows(cubes)},
+                                         FLOOR: {"rows": [r for r in floors if r["model"] == FLOOR]},
+                                         CENTROIDS: {"rows": [r for r in floors if r["model"] == CENTROIDS]}})
     agg = aggregate(rows)
     labels = list(dict.fromkeys(c["label"] for c in cubes))
     summary = {"config": cfg["name"], "settings": {k: v for k, v in s.items()}, "cubes": cubes,
@@ -319,7 +327,7 @@ def heatmaps(path: Path, agg, cells, model, labels, title) -> None:
 
 def lines_plot(path: Path, agg, cells, model, s, title) -> None:
     """MAE vs test noise, one line per regime (error bars: spread over seeds), py4DSTEM in black, a
-    flat map's MAE dotted grey, the noise floor dash-dotted grey."""
+    flat map's MAE dotted grey, the noise floor dash-dotted grey, the disk-centroid MAE dash-dotted brown."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -328,10 +336,10 @@ def lines_plot(path: Path, agg, cells, model, s, title) -> None:
     levels = s["test_levels"]
     labels = [f"w={w:g}" for w in levels]
     fig, axes = plt.subplots(1, 4, figsize=(17, 4))
-    names = [n for n in cells if n != BASELINE] + ([BASELINE] if BASELINE in cells else []) + [FLAT, FLOOR]
+    names = [n for n in cells if n != BASELINE] + ([BASELINE] if BASELINE in cells else []) + [FLAT, FLOOR, CENTROIDS]
     cmap = plt.get_cmap("viridis")
     fixed = {BASELINE: dict(color="k", lw=2, ls="--"), FLAT: dict(color="0.5", lw=1.5, ls=":"),
-             FLOOR: dict(color="0.5", lw=1.5, ls="-.")}
+             FLOOR: dict(color="0.5", lw=1.5, ls="-."), CENTROIDS: dict(color="tab:brown", lw=1.5, ls="-.")}
     for ax, k in zip(axes, MAP_KEYS):
         for i, n in enumerate(names):
             m = n if n in fixed else model
@@ -395,6 +403,10 @@ def report_md(summary, cfg, s, cells, agg, labels, models) -> str:
                      "cube's noise-free twin at the cube's dose and background. Optimistic (it counts disk-shape "
                      "changes as information): a floor, not a target. Electrons per pattern in the Bragg disks: "
                      + ", ".join(f"{lv} {b:,.0f}" for lv, b in bragg if b is not None) + ".")
+        lines.append(f"- {CENTROIDS}: the MAE of measuring the lattice from the centroids of the Bragg disks with "
+                     "the same electrons (model/floor.centroid_floor: each centroid as uncertain as its counts and "
+                     "background allow, weighted least squares; unbiased). A disk-position method such as py4DSTEM "
+                     "sits near it; to beat it an estimator must use the disk edges or a prior on the strain.")
     lines += ["- loss: the cycle loss (both directions) on the noisy test patterns with each run's own learned "
               "reference, at its final blur; label-free, so it is what can be monitored on real data.", ""]
     failed = {n: c for n, c in cells.items() if c["status"] == "failed"}
@@ -422,7 +434,7 @@ def report_md(summary, cfg, s, cells, agg, labels, models) -> str:
             loss = _lookup(agg, n, m, labels[-1], "loss")[0]
             lines.append(f"| {n} | " + " | ".join(cells_txt) + f" | {_fmt(loss, '.4g')} |")
         extra = ([BASELINE] if BASELINE in cells and cells[BASELINE]["status"] == "done" else []) + [FLAT] + \
-            ([FLOOR] if any(_lookup(agg, FLOOR, FLOOR, lv, "mae_exx")[0] is not None for lv in labels) else [])
+            [n for n in (FLOOR, CENTROIDS) if any(_lookup(agg, n, n, lv, "mae_exx")[0] is not None for lv in labels)]
         for n in extra:
             cells_txt = []
             for lv in labels:

@@ -5,10 +5,9 @@ The specimen is the sample of model/sample.py made of atoms: the crystal's ortho
 atom kept in the grain whose Voronoi cell holds it, then moved by the displacement field u.
 The specimen spans the scan plus a margin on every side, so the probe never sees the seam of
 the periodic cell abTEM assumes, and is at least SAMPLES_PER_PX / k_px wide, so every pattern is
-sampled at half a detector pixel or finer whatever the scan size. Its potential (Lobato
-parametrisation, infinite projection, `slice_thickness_A` slices, `sampling_A` sampling) is built
-ONCE per sample; then each scan row is one abTEM probe scan (CustomScan over the row's positions,
-PixelatedDetector).
+sampled at half a detector pixel or finer whatever the scan size. Its potential (Lobato parametrisation, infinite projection,
+`slice_thickness_A` slices, `sampling_A` sampling) is built ONCE per sample; then each scan row
+is one abTEM probe scan (CustomScan over the row's positions, PixelatedDetector).
 
 Each diffraction pattern is resampled onto the project's detector grid (model/simulate.py: a
 pixel (row, col) sees k = ((col - c) k_px, (row - c) k_px) as (kx, ky), c = (P - 1) / 2): the

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import ccstae_cli
-from model import health, lattice, preprocess
+from model import floor as floor_mod, health, lattice, preprocess
 from model.config import load_config
 from model.run import load_run
 from model.simulate import render_patterns
@@ -109,22 +109,33 @@ def test_runs_saved_before_issue_11_load_without_mask(tmp_path):
 
 
 def test_a_simulated_cubes_noise_floor_comes_from_its_noise_free_twin(tmp_path):
-    from model import floor, simulate
+    from model import simulate
     from model.data_io import open_cube
 
     cfg = load_config("tiny")
     noisy = simulate.simulate_scan(cfg, tmp_path / "noisy.h5", noise_w=0.5, counts=1e4, seed=7, progress=False)
     clean = simulate.simulate_scan(cfg, tmp_path / "clean.h5", clean=True, seed=7, progress=False)
-    twin = floor.noise_free_twin(noisy, n=5)
+    twin = floor_mod.noise_free_twin(noisy, n=5)
     with open_cube(clean) as c:
         index = np.linspace(0, len(c) - 1, 5).astype(int)
         np.testing.assert_array_equal(twin, c.read_patterns(index))  # the very sample, without its noise
-    f = floor.cube_noise_floor(noisy, n=5)
-    assert f == {**health.noise_floor(twin, 1e4, 0.5, cfg["noise"]["lorentz_gamma"],
-                                      central_radius=f["central_radius"]),
-                 "central_radius": f["central_radius"], "patterns": 5}
+    f = floor_mod.cube_noise_floor(noisy, n=5)
+    gamma = cfg["noise"]["lorentz_gamma"]
+    assert f == {**health.noise_floor(twin, 1e4, 0.5, gamma, central_radius=f["central_radius"]),
+                 "central_radius": f["central_radius"], "patterns": 5,
+                 "centroid": floor_mod.centroid_floor(twin, 1e4, 0.5, gamma, central_radius=f["central_radius"])}
+    # Bright disks a few pixels wide: edges add little, so the centroid figure lands near Cramer-Rao
+    # (0.8-1.05x here; on pixels this coarse the gradient-based bound is a little pessimistic).
+    assert f["centroid"]["disks"] >= 4 and all(0.5 < f["centroid"][k] / f[k] < 2 for k in ("exx", "eyy", "exy"))
     assert 0 < f["central_radius"] < cfg["simulate"]["pattern"] / 4 and f["bragg_counts"] < 0.5 * 1e4
     # More background, fewer electrons: a higher floor; and no floor for a cube with no twin.
     louder = simulate.simulate_scan(cfg, tmp_path / "louder.h5", noise_w=0.5, counts=1e3, seed=7, progress=False)
-    assert floor.cube_noise_floor(louder, n=5)["exx"] > 2 * f["exx"]
-    assert floor.cube_noise_floor(clean) is None
+    assert floor_mod.cube_noise_floor(louder, n=5)["exx"] > 2 * f["exx"]
+    assert floor_mod.cube_noise_floor(clean) is None
+
+
+def test_the_centroid_floor_falls_as_one_over_root_counts_and_rises_with_background():
+    p, _ = patterns_of(central_disk=4.0, n=4)
+    lo, hi = floor_mod.centroid_floor(p, 1e4, central_radius=6), floor_mod.centroid_floor(p, 1e6, central_radius=6)
+    assert hi["exx"] == pytest.approx(lo["exx"] / 10, rel=1e-6)  # no background: exactly 1 / sqrt(counts)
+    assert floor_mod.centroid_floor(p, 1e4, 0.5, central_radius=6)["exx"] > 1.5 * lo["exx"]

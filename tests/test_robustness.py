@@ -72,6 +72,9 @@ def test_a_2x2_grid_runs_end_to_end(study):
     assert set(floor) == {c["label"] for c in summary["cubes"]}
     assert 0 < floor["w=0"]["mae_exx"] < floor["w=0.5"]["mae_exx"] and floor["w=0"]["bragg_counts"] > 0
     assert report.count("| **noise floor** |") == 3 and "Electrons per pattern in the Bragg disks" in report
+    centroids = {r["cube"]: r for r in summary["summary"] if r["model"] == "disk centroids"}
+    assert all(0.5 < centroids[k]["mae_exx"] / floor[k]["mae_exx"] < 2 for k in floor)  # small bright disks: alike
+    assert report.count("| **disk centroids** |") == 3
     assert "## Training health" in report and "- `fixed-0.00`: " in report  # each regime's health verdict
     assert not list(out.rglob("*.tmp*"))  # every output was renamed into place
 
