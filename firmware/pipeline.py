@@ -21,7 +21,7 @@ from model import health
 from model.config import load_config
 from model.data_io import open_cube, write_json
 from model.evaluate import maps_from_raw, truth_maps
-from model.floor import cube_noise_floor
+from model.floor import bayes_floor, cube_noise_floor
 from model.errors import UserError
 from model.run import check_pattern_size, load_run
 from model.strain import MAPS, flat_map_mae, mae, save_maps_png
@@ -191,7 +191,7 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
     with watch("strain accuracy"):
         rot = float_run.rot_range  # the rotation bound follows the lattice symmetry
         accuracy = {label: {} for label in raw}
-        skill = {"flat map": {}, "noise floor": {}, "centroids": {}}
+        skill = {"flat map": {}, "noise floor": {}, "centroids": {}, "Bayes bound": {}}
         truths = {}
         for w, path in tests.items():
             with open_cube(path) as cube:
@@ -206,6 +206,7 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                 if floor is not None:
                     skill["noise floor"][level_name(w)] = {k: v for k, v in floor.items() if k != "centroid"}
                     skill["centroids"][level_name(w)] = floor["centroid"]
+                    skill["Bayes bound"][level_name(w)] = bayes_floor(floor, truths[w])
         # Bit-exact with QKeras is not enough: a too-narrow fixed-point range would clip both
         # alike. Compare the firmware with the float twin of the quantized encoder (same pruned
         # weights, no quantizers) on the noisiest test patterns.
@@ -243,8 +244,8 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                                          "latency_us", "patterns_per_s", "error_bars", "features")}
                     | {"total": {r: est["total"][r] for r in E.RESOURCES}, "summary": E.summary_line(est)},
         "accuracy": accuracy,
-        # Beside every MAE: a flat map's (no skill), the shot-noise (Cramer-Rao) floor and what
-        # Bragg-disk centroids reach with the same electrons (model/floor.py).
+        # Beside every MAE: a flat map's (no skill), the shot-noise (Cramer-Rao) floor, what
+        # Bragg-disk centroids reach with the same electrons, and the Bayes bound (model/floor.py).
         "skill_lines": skill,
         # model/health.py: strain spread across each test scan; below health.FLAT_STRAIN the maps are flat
         "signal": {label: {level_name(w): health.map_signal(r, rot) for w, r in raw[label].items()} for label in raw},

@@ -35,6 +35,7 @@ def long_rows(cells: dict) -> list[dict]:
 FLAT = "flat map"  # the reference lattice everywhere: the no-skill line beside every number
 FLOOR = "noise floor"  # the shot-noise (Cramer-Rao) floor of a simulated cube: the line below every number
 CENTROIDS = "disk centroids"  # what Bragg-disk centroids reach with the same electrons (unbiased)
+BAYES = "Bayes bound"  # the floor of any per-pattern method, shrinking ones included (uses the truth's spread)
 
 
 def flat_rows(cubes: list) -> list[dict]:
@@ -146,7 +147,7 @@ def findings(s: dict, cells: dict, agg: list[dict], cube_labels: list[str]) -> d
             fw, p4, fl = score(d, model, lv), score(BASELINE, BASELINE, lv), score(d, "float", lv)
             flat, floor = score(FLAT, FLAT, lv), score(FLOOR, FLOOR, lv)
             per.append({"level": lv, model: fw, "float": fl, BASELINE: p4, FLAT: flat, FLOOR: floor,
-                        CENTROIDS: score(CENTROIDS, CENTROIDS, lv),
+                        CENTROIDS: score(CENTROIDS, CENTROIDS, lv), BAYES: score(BAYES, BAYES, lv),
                         "floor_to_flat": _ratio(floor, flat),
                         "ratio_to_py4dstem": _ratio(fw, p4), "ratio_to_float": _ratio(fw, fl),
                         "ratio_to_flat": _ratio(fw, flat)})
@@ -218,8 +219,9 @@ def format_findings(summary: dict) -> str:
                      ", ".join(f"{r['level']} x{_fmt(r.get('ratio_to_flat'), '.2f')} (flat {_fmt(r.get(FLAT), '.4f')}"
                                + (f"; noise floor {r[FLOOR]:.4f} = x{r['floor_to_flat']:.2f} flat" if r.get(FLOOR) else "")
                                + (f"; disk centroids {r[CENTROIDS]:.4f}" if r.get(CENTROIDS) else "")
-                               + ")" for r in t) + " (x1: no skill; no unbiased per-pattern estimator beats the noise floor, and "
-                     "where the floor lies above a flat map's MAE one pattern alone cannot resolve the strain).")
+                               + (f"; Bayes bound x{r[BAYES] / r[FLAT]:.2f} flat" if r.get(BAYES) and r.get(FLAT) else "")
+                               + ")" for r in t) + " (x1: no skill; no unbiased per-pattern estimator beats the noise floor, and no "
+                     "per-pattern method at all the Bayes bound: a target below it cannot be met one pattern at a time).")
     return "\n".join(lines)
 
 
@@ -240,27 +242,34 @@ def _fmt(v, spec):
 # ----------------------------------------------------------------------------- outputs
 
 def floor_rows(cubes: list) -> list[dict]:
-    """The shot-noise floor of every simulated test cube (model/health.cube_noise_floor: the
-    Cramer-Rao bound from its noise-free twin at its dose and background), and its Bragg counts."""
-    from model.floor import cube_noise_floor
+    """What the electrons allow on every simulated test cube (model/floor.py, from its noise-free
+    twin at its dose and background): the Cramer-Rao noise floor (with the Bragg counts), the
+    disk-centroid figure and, where the cube holds ground truth, the Bayes bound."""
+    from model.data_io import open_cube
+    from model.evaluate import truth_maps
+    from model.floor import bayes_floor, cube_noise_floor
 
     rows = []
     for c in cubes:
         f = cube_noise_floor(c["path"])
-        if f is not None:
-            rows.append({**{k: c[k] for k in ("label", "level", "seed")}, "model": FLOOR, "source": FLOOR,
-                         "mae": {k: f[k] for k in ("exx", "eyy", "exy")}, "loss": None,
-                         "bragg_counts": f["bragg_counts"]})
-            rows.append({**{k: c[k] for k in ("label", "level", "seed")}, "model": CENTROIDS, "source": CENTROIDS,
-                         "mae": {k: f["centroid"][k] for k in ("exx", "eyy", "exy")}, "loss": None})
+        if f is None:
+            continue
+        same = {**{k: c[k] for k in ("label", "level", "seed")}, "loss": None}
+        rows.append({**same, "model": FLOOR, "source": FLOOR, "mae": {k: f[k] for k in ("exx", "eyy", "exy")},
+                     "bragg_counts": f["bragg_counts"]})
+        rows.append({**same, "model": CENTROIDS, "source": CENTROIDS,
+                     "mae": {k: f["centroid"][k] for k in ("exx", "eyy", "exy")}})
+        with open_cube(c["path"]) as cube:
+            gt = cube.ground_truth
+        if gt is not None:
+            rows.append({**same, "model": BAYES, "source": BAYES, "mae": bayes_floor(f, truth_maps(gt))})
     return rows
 
 
 def write_outputs(out: Path, cfg: dict, s: dict, cubes: list, cells: dict) -> dict:
     floors = floor_rows(cubes)
-    rows = long_rows(cells) + long_rows({FLAT: {"rows": flat_rows(cubes)},
-                                         FLOOR: {"rows": [r for r in floors if r["model"] == FLOOR]},
-                                         CENTROIDS: {"rows": [r for r in floors if r["model"] == CENTROIDS]}})
+    rows = long_rows(cells) + long_rows({FLAT: {"rows": flat_rows(cubes)}} | {
+        n: {"rows": [r for r in floors if r["model"] == n]} for n in (FLOOR, CENTROIDS, BAYES)})
     agg = aggregate(rows)
     labels = list(dict.fromkeys(c["label"] for c in cubes))
     summary = {"config": cfg["name"], "settings": {k: v for k, v in s.items()}, "cubes": cubes,
@@ -327,7 +336,8 @@ def heatmaps(path: Path, agg, cells, model, labels, title) -> None:
 
 def lines_plot(path: Path, agg, cells, model, s, title) -> None:
     """MAE vs test noise, one line per regime (error bars: spread over seeds), py4DSTEM in black, a
-    flat map's MAE dotted grey, the noise floor dash-dotted grey, the disk-centroid MAE dash-dotted brown."""
+    flat map's MAE dotted grey, the noise floor dash-dotted grey, the disk-centroid MAE dash-dotted brown, the
+    Bayes bound dotted red."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -336,10 +346,12 @@ def lines_plot(path: Path, agg, cells, model, s, title) -> None:
     levels = s["test_levels"]
     labels = [f"w={w:g}" for w in levels]
     fig, axes = plt.subplots(1, 4, figsize=(17, 4))
-    names = [n for n in cells if n != BASELINE] + ([BASELINE] if BASELINE in cells else []) + [FLAT, FLOOR, CENTROIDS]
+    names = [n for n in cells if n != BASELINE] + ([BASELINE] if BASELINE in cells else []) + [FLAT, FLOOR, CENTROIDS,
+                                                                                              BAYES]
     cmap = plt.get_cmap("viridis")
     fixed = {BASELINE: dict(color="k", lw=2, ls="--"), FLAT: dict(color="0.5", lw=1.5, ls=":"),
-             FLOOR: dict(color="0.5", lw=1.5, ls="-."), CENTROIDS: dict(color="tab:brown", lw=1.5, ls="-.")}
+             FLOOR: dict(color="0.5", lw=1.5, ls="-."), CENTROIDS: dict(color="tab:brown", lw=1.5, ls="-."),
+             BAYES: dict(color="tab:red", lw=1.5, ls=":")}
     for ax, k in zip(axes, MAP_KEYS):
         for i, n in enumerate(names):
             m = n if n in fixed else model
@@ -407,6 +419,10 @@ def report_md(summary, cfg, s, cells, agg, labels, models) -> str:
                      "the same electrons (model/floor.centroid_floor: each centroid as uncertain as its counts and "
                      "background allow, weighted least squares; unbiased). A disk-position method such as py4DSTEM "
                      "sits near it; to beat it an estimator must use the disk edges or a prior on the strain.")
+        lines.append(f"- {BAYES}: the Gaussian Bayes error of per-pattern measurements at the noise floor on strains "
+                     "spread like the truth's (model/floor.bayes_floor): what even a method that knows the strain "
+                     "distribution and shrinks towards it (as a trained encoder does) cannot beat. It uses the truth's "
+                     "spread: an evaluation figure, never a training signal.")
     lines += ["- loss: the cycle loss (both directions) on the noisy test patterns with each run's own learned "
               "reference, at its final blur; label-free, so it is what can be monitored on real data.", ""]
     failed = {n: c for n, c in cells.items() if c["status"] == "failed"}
@@ -434,7 +450,7 @@ def report_md(summary, cfg, s, cells, agg, labels, models) -> str:
             loss = _lookup(agg, n, m, labels[-1], "loss")[0]
             lines.append(f"| {n} | " + " | ".join(cells_txt) + f" | {_fmt(loss, '.4g')} |")
         extra = ([BASELINE] if BASELINE in cells and cells[BASELINE]["status"] == "done" else []) + [FLAT] + \
-            [n for n in (FLOOR, CENTROIDS) if any(_lookup(agg, n, n, lv, "mae_exx")[0] is not None for lv in labels)]
+            [n for n in (FLOOR, CENTROIDS, BAYES) if any(_lookup(agg, n, n, lv, "mae_exx")[0] is not None for lv in labels)]
         for n in extra:
             cells_txt = []
             for lv in labels:

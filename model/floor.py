@@ -128,3 +128,20 @@ def centroid_floor(clean: np.ndarray, counts: float, w: float = 0.0, gamma_frac:
         n_disks.append(used)
     mae_factor = np.sqrt(2 / np.pi)
     return {**{k: float(mae_factor * np.mean(np.sqrt(v))) for k, v in var.items()}, "disks": float(np.mean(n_disks))}
+
+
+def bayes_floor(floor: dict, truth: dict) -> dict:
+    """The floor for estimators that shrink towards the scan's typical strain (as a trained
+    encoder does): per-pattern measurements with the Cramer-Rao error of `floor`
+    (cube_noise_floor) on strains spread like `truth` (referenced truth maps), combined as a
+    Gaussian prior and likelihood: a flat map's MAE times sigma / sqrt(tau^2 + sigma^2) (tau the
+    truth's spread, sigma the measurement's), so with no information it is a flat map's MAE.
+    It uses the truth's spread, so it is for evaluation only; no per-pattern method, however it
+    is trained, goes below it (in the Gaussian approximation)."""
+    k = np.sqrt(2 / np.pi)  # MAE of a zero-mean Gaussian over its std
+    out = {}
+    for key in ("exx", "eyy", "exy"):
+        t = np.asarray(truth[key], np.float64)
+        flat, tau, sigma = float(np.mean(np.abs(t - t.mean()))), float(np.std(t)), floor[key] / k
+        out[key] = flat * float(sigma / np.hypot(tau, sigma)) if np.isfinite(sigma) else flat
+    return out

@@ -139,3 +139,17 @@ def test_the_centroid_floor_falls_as_one_over_root_counts_and_rises_with_backgro
     lo, hi = floor_mod.centroid_floor(p, 1e4, central_radius=6), floor_mod.centroid_floor(p, 1e6, central_radius=6)
     assert hi["exx"] == pytest.approx(lo["exx"] / 10, rel=1e-6)  # no background: exactly 1 / sqrt(counts)
     assert floor_mod.centroid_floor(p, 1e4, 0.5, central_radius=6)["exx"] > 1.5 * lo["exx"]
+
+
+def test_the_bayes_bound_lies_below_both_the_flat_map_and_the_noise_floor():
+    rng = np.random.default_rng(1)
+    truth = {k: 0.01 * rng.standard_normal((20, 20)) for k in ("exx", "eyy", "exy")}
+    flat = np.mean(np.abs(truth["exx"] - truth["exx"].mean()))
+    k = np.sqrt(2 / np.pi)
+    for sigma in (1e-4, 0.01, 1.0):  # per-pattern error std: tiny, like the strains, huge
+        b = floor_mod.bayes_floor({key: k * sigma for key in truth}, truth)["exx"]
+        assert b <= 1.02 * min(k * sigma, flat)
+    assert b == pytest.approx(flat, rel=1e-3)  # no information: exactly a flat map's error
+    assert floor_mod.bayes_floor({key: k * 1e-4 for key in truth}, truth)["exx"] == pytest.approx(k * 1e-4, rel=0.05)
+    tau = np.std(truth["exx"])  # as precise as the strains are spread: a flat map's error over sqrt(2)
+    assert floor_mod.bayes_floor({key: k * tau for key in truth}, truth)["exx"] == pytest.approx(flat / np.sqrt(2))

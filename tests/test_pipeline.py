@@ -64,6 +64,8 @@ def test_summary_names_the_variant_and_the_accuracy_of_all_three_models(tiny_pip
     # Beside every MAE, what no skill scores and the shot-noise floor (rising with the background).
     flat, floor = s["skill_lines"]["flat map"], s["skill_lines"]["noise floor"]
     assert set(flat) == set(floor) == set(s["skill_lines"]["centroids"]) == {"w=0", "w=0.25", "w=0.5", "w=0.7"}
+    bayes = s["skill_lines"]["Bayes bound"]
+    assert all(0 < bayes[w]["exx"] <= 1.1 * min(floor[w]["exx"], flat[w]["exx"]) for w in flat)
     assert 0 < floor["w=0"]["exx"] < floor["w=0.7"]["exx"] and all(m["exx"] > 0 for m in flat.values())
     text = format_summary(s)
     assert "   flat map " in text and "noise floor" in text and "e in the Bragg disks" in text

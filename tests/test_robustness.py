@@ -65,6 +65,7 @@ def test_a_2x2_grid_runs_end_to_end(study):
     assert summary["findings"]["deploy"] in ("fixed-0.00", "fixed-0.50")
     # A flat map's MAE beside every number: a row per table, computed from each cube's ground truth.
     flat = [r for r in summary["summary"] if r["model"] == "flat map"]
+    flat_mae = {r["cube"]: r["mae_exx"] for r in flat}
     assert len(flat) == len({c["label"] for c in summary["cubes"]}) and all(r["mae_exx"] > 0 for r in flat)
     assert report.count("| **flat map** |") == 3  # float, quantized, firmware tables
     # ...and the shot-noise floor below it, from each simulated cube's noise-free twin: higher with more background.
@@ -74,7 +75,9 @@ def test_a_2x2_grid_runs_end_to_end(study):
     assert report.count("| **noise floor** |") == 3 and "Electrons per pattern in the Bragg disks" in report
     centroids = {r["cube"]: r for r in summary["summary"] if r["model"] == "disk centroids"}
     assert all(0.5 < centroids[k]["mae_exx"] / floor[k]["mae_exx"] < 2 for k in floor)  # small bright disks: alike
-    assert report.count("| **disk centroids** |") == 3
+    assert report.count("| **disk centroids** |") == 3 and report.count("| **Bayes bound** |") == 3
+    bayes = {r["cube"]: r for r in summary["summary"] if r["model"] == "Bayes bound"}
+    assert all(0 < bayes[k]["mae_exx"] <= 1.1 * min(floor[k]["mae_exx"], flat_mae[k]) for k in floor)
     assert "## Training health" in report and "- `fixed-0.00`: " in report  # each regime's health verdict
     assert not list(out.rglob("*.tmp*"))  # every output was renamed into place
 
