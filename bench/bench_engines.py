@@ -54,7 +54,13 @@ def run_engine(preset: str, engine: str, folder: Path, rows):
 
 
 def calibrate(cfg, measured, detected, where):
-    """(central_share, intensity_decay) that make the kinematic engine match a multislice run."""
+    """(central_share, intensity_decay, note) that make the kinematic engine match a multislice run.
+
+    intensity_decay is a Debye-Waller-like B >= 0 searched in [0, 20] A^2. A larger B moves the
+    scattered electrons from the higher orders into the first; where multislice gives the first
+    order a share that no B in range does (on ms-tiny, since the sampling fix, less than B = 0
+    gives: dynamical scattering feeds the higher orders), the fit stops at the nearer bound and
+    says by how much the twin misses; it used to print nan there."""
     from scipy.optimize import brentq
 
     from model.simulate import reciprocal_lattice
@@ -71,11 +77,12 @@ def calibrate(cfg, measured, detected, where):
         g, amp = reciprocal_lattice(q)
         gabs = np.hypot(g[:, 0], g[:, 1])
         return amp[np.isclose(gabs, q.g1_px, rtol=0.05)].sum() / (1 - amp[0]) - share
-    try:
-        b = brentq(first_share, 0.0, 20.0)
-    except ValueError:
-        b = float("nan")
-    return central, b
+    lo, hi = first_share(0.0), first_share(20.0)
+    if lo * hi <= 0:
+        return central, brentq(first_share, 0.0, 20.0), ""
+    # No root in range: the bound nearer the measured share, and by how much the kinematic twin misses it.
+    b, miss = (0.0, lo) if abs(lo) < abs(hi) else (20.0, hi)
+    return central, b, f"at its bound: the twin's first-order share is {100 * miss / share:+.0f} % off the measured one"
 
 
 def main(argv=None) -> int:
@@ -115,8 +122,8 @@ def main(argv=None) -> int:
                              *calibrate(cfg, m_ms, gt_ms["detected_fraction"], inner if inner.any() else
                                         np.ones(inner.shape, bool))))
     print(f"\n{'kinematic twin':<16}{'central_share preset/fit':>26}{'intensity_decay preset/fit':>28}")
-    for preset, c0, b0, c1, b1 in calibrations:
-        print(f"{preset:<16}{c0:>16.4f}/{c1:<9.4f}{b0:>18.2f}/{b1:<9.2f}")
+    for preset, c0, b0, c1, b1, note in calibrations:
+        print(f"{preset:<16}{c0:>16.4f}/{c1:<9.4f}{b0:>18.2f}/{b1:<9.2f} {note}")
     if tmp:
         tmp.cleanup()
     return 0
