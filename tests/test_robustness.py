@@ -179,3 +179,46 @@ def test_a_cube_without_a_visible_lattice_scores_the_baseline_as_a_flat_map(tmp_
     # last bit with the arrays' memory alignment: equal to 1e-9
     assert row["mae"] == pytest.approx(mae({k: np.zeros_like(v) for k, v in truth.items()}, truth), rel=1e-9)
     assert row["mae"]["exx"] > 0
+
+
+def test_a_worker_killed_mid_cell_costs_a_rerun_not_the_study(tmp_path):
+    """SIGKILL the worker running a cell once its training has written an epoch: Dask reruns the
+    lost cell on a live worker (what the cell had finished, such as its float run, is kept or
+    resumed from its checkpoint), and the study finishes with every number."""
+    import signal
+    import threading
+    import time
+
+    from distributed import Client, LocalCluster
+
+    out = tmp_path / "study"
+    first_epoch = out / "cells" / "fixed-0.00" / "float" / "history.json"
+    killed = []
+
+    def kill_the_cells_worker(client):
+        deadline = time.time() + 600
+        while time.time() < deadline and not killed:
+            time.sleep(0.2)
+            if not first_epoch.exists():
+                continue
+            try:
+                for worker, keys in client.processing().items():
+                    if any(str(k).startswith("run_cell") for k in keys):
+                        os.kill(client.run(os.getpid, workers=[worker])[worker], signal.SIGKILL)
+                        killed.append(worker)
+                        return
+            except Exception:  # noqa: BLE001 - a worker coming or going between the calls: look again
+                continue
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        killer = threading.Thread(target=kill_the_cells_worker, args=(client,), daemon=True)
+        killer.start()
+        summary = robustness.run_study(tiny_study_config(fixed_levels=[0.0], baseline=False), out,
+                                       scheduler=cluster.scheduler_address, progress=False, reuse_runs=False)
+        killer.join(timeout=5)
+    assert killed, "the cell finished before its worker could be killed"
+    cell = summary["cells"]["fixed-0.00"]
+    assert cell["status"] == "done" and all(np.isfinite(r["mae"]["exx"]) for r in cell["rows"])
+    history = json.loads((out / "cells" / "fixed-0.00" / "float" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]  # every epoch once: not cut short, not logged twice
