@@ -132,7 +132,7 @@ def run_train(args) -> int:
     from model.config import load_config
     from model.network import describe
     from model.run import load_run
-    from model import train
+    from model import simulate, train
 
     cfg = load_config(args.config)
     cube = args.input
@@ -140,7 +140,7 @@ def run_train(args) -> int:
         cube = args.out / "train_data.h5"
         if not cube.exists():
             args.out.mkdir(parents=True, exist_ok=True)
-            train.simulate_training_sample(cfg, cube, progress=not args.no_progress)
+            simulate.simulate_training_sample(cfg, cube, progress=not args.no_progress)
     result = train.train(cfg, cube, args.out, resume=args.resume, progress=not args.no_progress,
                          dataset=args.dataset)
     run = load_run(args.out)

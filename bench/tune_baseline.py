@@ -25,7 +25,7 @@ from model.data_io import open_cube  # noqa: E402
 from model.errors import UserError  # noqa: E402
 from model.evaluate import truth_maps  # noqa: E402
 from model.simulate import simulate_scan  # noqa: E402
-from model.train import simulate_training_sample  # noqa: E402
+from model.simulate import simulate_training_sample  # noqa: E402
 
 SETTINGS = {
     "default": {},

@@ -40,7 +40,7 @@ STAGE_FILE = "stage.json"
 # does not exist yet simply adds nothing). Edit one and the stage, and every later one, is redone.
 SOURCES = {
     "data": ["model/simulate.py", "model/multislice.py", "model/sample.py", "model/crystal.py", "model/lattice.py",
-             "model/noise.py", "model/strain.py", "model/train.py"],
+             "model/noise.py", "model/strain.py"],
     "float": ["model/train.py", "model/network.py", "model/stn.py", "model/preprocess.py", "model/noise.py",
               "model/lattice.py", "model/health.py"],
     "qat": ["quant/qat.py", "quant/qmodel.py", "quant/prune.py"],  # and the float run's code (its key)
@@ -182,7 +182,7 @@ def test_cube_description(cfg: dict, level: float, seed: int, counts: float | No
 
 def ensure_train_cube(cfg: dict, folder: Path, progress: bool = False) -> StageResult:
     """The config's clean simulated training cube, named by its key."""
-    from model import train
+    from model import simulate
 
     key = key_of(train_cube_description(cfg))
     path = Path(folder) / f"train-{key[:16]}.h5"
@@ -190,7 +190,7 @@ def ensure_train_cube(cfg: dict, folder: Path, progress: bool = False) -> StageR
         return StageResult("data", path, key, ran=False)
     t0 = time.time()
     path.parent.mkdir(parents=True, exist_ok=True)
-    train.simulate_training_sample(cfg, path, progress=progress)
+    simulate.simulate_training_sample(cfg, path, progress=progress)
     return StageResult("data", path, key, ran=True, seconds=round(time.time() - t0, 1))
 
 

@@ -499,3 +499,34 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
             w.write_rows(r, row.reshape(1, ry, p.pattern, p.pattern))
         w.write_ground_truth(gt)
     return out_path
+
+
+def simulate_training_sample(cfg: dict, path: Path, progress: bool = True) -> Path:
+    """The clean simulated training cube of a config (the test scans use [simulate] as it is).
+
+    sample_kind "scan": a scan of sample_scan positions over sample_grains grains;
+    "random": as many patterns, each with its own rotation and strain drawn uniformly within
+    the [simulate] ranges, so the training set covers the whole range of the test scans
+    instead of the few grains and strain values one scan holds. Either way no label is used:
+    the ground truth saved with the cube is for evaluation only.
+    """
+    from model.data_io import write_cube
+
+    t = cfg["train"]
+    if t["sample_kind"] == "random":
+        s = cfg["simulate"]
+        rx, ry = t["sample_scan"]
+        rng = np.random.default_rng(int(t["sample_seed"]))
+        amp, rot = float(s["strain_amplitude"]), np.radians(float(s["grain_rotation_deg"]) + float(s["rotation_field_deg"]))
+        gt = {k: rng.uniform(-amp, amp, (rx, ry)).astype(np.float32) for k in ("exx", "eyy", "exy")}
+        gt["theta"] = rng.uniform(-rot, rot, (rx, ry)).astype(np.float32)
+        gt["grain"] = np.arange(rx * ry, dtype=np.int32).reshape(rx, ry)
+        patterns = render_patterns(s, *(gt[k].ravel() for k in ("exx", "eyy", "exy", "theta")), rng=rng)
+        return write_cube(path, patterns.reshape(rx, ry, *patterns.shape[1:]), gt,
+                          attrs={"config": json.dumps(cfg), "clean": True, "sample_kind": "random",
+                                 "created_by": "ccstae train (simulated training sample)"})
+    if t["sample_kind"] != "scan":
+        raise UserError(f"config train.sample_kind '{t['sample_kind']}' is not 'scan' or 'random'")
+    sample_cfg = dict(cfg, simulate=dict(cfg["simulate"], scan=list(t["sample_scan"]),
+                                         n_grains=int(t["sample_grains"])))
+    return simulate_scan(sample_cfg, path, clean=True, seed=int(t["sample_seed"]), progress=progress)

@@ -272,9 +272,11 @@ class Trainer:
                 self.save_best()
             history.append({"epoch": epoch + 1, "blur": float(sigma), "val_loss": val,
                             "seconds": time.time() - t0, **sums})
+            # The history first, then the checkpoint: a run killed between the two resumes from
+            # the previous checkpoint and redoes this epoch, where the other order lost its entry.
+            write_json(history_path, history)
             self.epoch.assign(epoch + 1)
             self.manager.save()
-            write_json(history_path, history)
             eligible = epoch + 1 >= self.select_from_epoch
             stale = 0 if improved or not eligible else stale + 1  # only selectable epochs wear out patience
             # Patience counts only once the blur schedule has settled: earlier losses are
@@ -327,38 +329,6 @@ class Trainer:
         self._best = self.model.encoder.get_weights(), self.model.reference_logit.numpy()
         with atomic_path(run / "reference.npy", overwrite=True) as tmp, open(tmp, "wb") as f:
             np.save(f, self.model.reference.numpy())
-
-
-def simulate_training_sample(cfg: dict, path: Path, progress: bool = True) -> Path:
-    """The clean simulated training cube of a config (the test scans use [simulate] as it is).
-
-    sample_kind "scan": a scan of sample_scan positions over sample_grains grains;
-    "random": as many patterns, each with its own rotation and strain drawn uniformly within
-    the [simulate] ranges, so the training set covers the whole range of the test scans
-    instead of the few grains and strain values one scan holds. Either way no label is used:
-    the ground truth saved with the cube is for evaluation only.
-    """
-    from model.data_io import write_cube
-    from model.simulate import render_patterns, simulate_scan
-
-    t = cfg["train"]
-    if t["sample_kind"] == "random":
-        s = cfg["simulate"]
-        rx, ry = t["sample_scan"]
-        rng = np.random.default_rng(int(t["sample_seed"]))
-        amp, rot = float(s["strain_amplitude"]), np.radians(float(s["grain_rotation_deg"]) + float(s["rotation_field_deg"]))
-        gt = {k: rng.uniform(-amp, amp, (rx, ry)).astype(np.float32) for k in ("exx", "eyy", "exy")}
-        gt["theta"] = rng.uniform(-rot, rot, (rx, ry)).astype(np.float32)
-        gt["grain"] = np.arange(rx * ry, dtype=np.int32).reshape(rx, ry)
-        patterns = render_patterns(s, *(gt[k].ravel() for k in ("exx", "eyy", "exy", "theta")), rng=rng)
-        return write_cube(path, patterns.reshape(rx, ry, *patterns.shape[1:]), gt,
-                          attrs={"config": json.dumps(cfg), "clean": True, "sample_kind": "random",
-                                 "created_by": "ccstae train (simulated training sample)"})
-    if t["sample_kind"] != "scan":
-        raise UserError(f"config train.sample_kind '{t['sample_kind']}' is not 'scan' or 'random'")
-    sample_cfg = dict(cfg, simulate=dict(cfg["simulate"], scan=list(t["sample_scan"]),
-                                         n_grains=int(t["sample_grains"])))
-    return simulate_scan(sample_cfg, path, clean=True, seed=int(t["sample_seed"]), progress=progress)
 
 
 def train(cfg: dict, cube_path: Path, run_dir: Path, resume: bool = False, progress: bool = True,
