@@ -47,7 +47,8 @@ SOURCES = {
     "firmware": ["firmware/convert.py", "firmware/csim.py", "firmware/pipeline.py", "firmware/stages.py",
                  "firmware/estimate.py", "firmware/hardware.py", "firmware/calibration.py", "firmware/calibration/*",
                  "quant/qmodel.py", "model/evaluate.py", "model/strain.py", "model/preprocess.py", "model/run.py",
-                 "model/health.py", "firmware/frontend.py", "firmware/frontend/*", "firmware/frontend_estimate.py"],
+                 "model/health.py", "model/floor.py", "firmware/frontend.py", "firmware/frontend/*",
+                 "firmware/frontend_estimate.py"],
 }
 PACKAGES = {
     "data": ("numpy", "scipy", "h5py"),

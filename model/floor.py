@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ def noise_free_twin(cube_path, n: int = 16) -> np.ndarray | None:
 
     Multislice: read from the clean run cached beside the cube (simulate._clean_multislice, the
     very run the noise was drawn on). Kinematic: the same rows simulated again without noise
-    (the sample and the probe jitter come from the seed alone)."""
+    (the sample and the probe jitter come from the seed alone), once for all the cubes of one
+    sample (a study's noise levels and doses)."""
     import h5py
 
     from model import simulate
@@ -41,11 +43,20 @@ def noise_free_twin(cube_path, n: int = 16) -> np.ndarray | None:
         clean = simulate._clean_multislice(cfg, Path(cube_path), rows, progress=False)
         with h5py.File(clean, "r") as f:
             return np.stack([f["datacube"][i // ry, i % ry] for i in index]).astype(np.float64)
+    return _kinematic_twin(attrs["config"], int(index[-1] // ry) + 1, tuple(index.tolist())).copy()
+
+
+@lru_cache(maxsize=8)
+def _kinematic_twin(config_json: str, rows: int, index: tuple) -> np.ndarray:
+    """The patterns at flat `index` of the config's first `rows` scan rows, simulated without noise."""
+    from model import simulate
+    from model.data_io import open_cube
+
     with tempfile.TemporaryDirectory() as tmp:
-        path = simulate.simulate_scan(cfg, Path(tmp) / "clean.h5", clean=True, progress=False,
-                                      rows=int(index[-1] // ry) + 1)
+        path = simulate.simulate_scan(json.loads(config_json), Path(tmp) / "clean.h5", clean=True, progress=False,
+                                      rows=rows)
         with open_cube(path) as clean:
-            return clean.read_patterns(index).astype(np.float64)
+            return clean.read_patterns(np.asarray(index)).astype(np.float64)
 
 
 def cube_noise_floor(cube_path, n: int = 16) -> dict | None:
@@ -63,11 +74,12 @@ def cube_noise_floor(cube_path, n: int = 16) -> dict | None:
         return None
     with open_cube(cube_path) as cube:
         a = cube.attrs
-    central = measure_central_disk(clean.mean(axis=0))["mask_radius"]
+    disk = measure_central_disk(clean.mean(axis=0))
+    central = disk["mask_radius"]
     counts, w, gamma = float(a["counts"]), float(a["noise_w"]), float(a["noise.lorentz_gamma"])
     floor = noise_floor(clean, counts, w, gamma, central_radius=central)
     return {**floor, "central_radius": central, "patterns": len(clean),
-            "centroid": centroid_floor(clean, counts, w, gamma, central_radius=central)}
+            "centroid": centroid_floor(clean, counts, w, gamma, central_radius=central, disk_radius=disk["radius"])}
 
 
 def centroid_floor(clean: np.ndarray, counts: float, w: float = 0.0, gamma_frac: float = 0.15,
@@ -98,6 +110,7 @@ def centroid_floor(clean: np.ndarray, counts: float, w: float = 0.0, gamma_frac:
     if disk_radius is None:  # every disk is an image of the same probe aperture as the central one
         disk_radius = measure_central_disk(clean.mean(axis=0))["radius"]
     win = disk_radius + 1.0
+    beyond = np.hypot(px, py) > central_radius + win  # where a Bragg disk's whole window lies
     lor = lorentzian(size, gamma_frac * size)
     var = {k: [] for k in ("exx", "eyy", "exy")}
     n_disks = []
@@ -105,8 +118,8 @@ def centroid_floor(clean: np.ndarray, counts: float, w: float = 0.0, gamma_frac:
         img = img / img.sum()
         lam = counts * ((1 - w) * img + w * lor)
         smooth = gaussian_filter(img, max(1.0, disk_radius / 2))
-        peak = (smooth == maximum_filter(smooth, int(2 * win) + 1)) & (np.hypot(px, py) > central_radius + win)
-        peak &= smooth >= 0.05 * smooth[np.hypot(px, py) > central_radius + win].max()
+        peak = (smooth == maximum_filter(smooth, int(2 * win) + 1)) & beyond
+        peak &= smooth >= 0.05 * smooth[beyond].max()
         fisher = np.zeros((2, 2))
         used = 0
         for r0, c0 in np.argwhere(peak):
