@@ -34,13 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from model import health as health_mod, noise, preprocess, simulate, train  # noqa: E402
+from model import health as health_mod, noise, preprocess, train  # noqa: E402
 from model.config import load_config  # noqa: E402
 from model.data_io import open_cube  # noqa: E402
 from model.evaluate import maps_from_raw, truth_maps  # noqa: E402
 from model.health import map_signal  # noqa: E402
 from model.run import load_run  # noqa: E402
-from model.simulate import simulate_scan  # noqa: E402
+from model.simulate import simulate_scan, simulate_training_sample  # noqa: E402
 from model.strain import flat_map_mae, mae  # noqa: E402
 
 CASES = {
@@ -195,7 +195,7 @@ def main():
             "-" + "-".join(f"{t[k]}" for k in SAMPLE_KEYS).replace(" ", "").replace(",", "x")
         train_cube = data / f"train{sample_tag}.h5"
         if not train_cube.exists():
-            simulate.simulate_training_sample(sampled, train_cube, progress=False)
+            simulate_training_sample(sampled, train_cube, progress=False)
         seed = int(base["noise"]["test_seed"]) if args.seed is None else args.seed
         sets, clean, attrs = test_sets(base, data, levels, seed, args.pool)
         mask_r = None
