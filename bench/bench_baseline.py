@@ -1,4 +1,4 @@
-"""The py4DSTEM baseline (model/baseline.py) on held-out test scans: MAE beside a flat map.
+"""The py4DSTEM baseline (ccstae/analysis/baseline.py) on held-out test scans: MAE beside a flat map.
 
     .venv/bin/python bench/bench_baseline.py [kinematic] [multislice] [--counts C] [--seeds 1 2]
 
@@ -18,12 +18,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model import baseline, noise, strain  # noqa: E402
-from model.config import load_config  # noqa: E402
-from model.data_io import open_cube  # noqa: E402
-from model.errors import UserError  # noqa: E402
-from model.evaluate import truth_maps  # noqa: E402
-from model.simulate import simulate_scan  # noqa: E402
+from ccstae.analysis import baseline  # noqa: E402
+from ccstae.physics import noise, strain  # noqa: E402
+from ccstae.core.config import load_config  # noqa: E402
+from ccstae.core.data_io import open_cube  # noqa: E402
+from ccstae.core.errors import UserError  # noqa: E402
+from ccstae.analysis.evaluate import truth_maps  # noqa: E402
+from ccstae.physics.simulate import simulate_scan  # noqa: E402
 
 DATA = Path("data/bench_baseline")
 

@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
-from model import disks  # noqa: E402
-from model.config import load_config  # noqa: E402
-from model.simulate import sim_params, simulate_scan  # noqa: E402
+from ccstae.physics import disks  # noqa: E402
+from ccstae.core.config import load_config  # noqa: E402
+from ccstae.physics.simulate import sim_params, simulate_scan  # noqa: E402
 
 
 def run_engine(preset: str, engine: str, folder: Path, rows):
@@ -63,7 +63,7 @@ def calibrate(cfg, measured, detected, where):
     says by how much the twin misses; it used to print nan there."""
     from scipy.optimize import brentq
 
-    from model.simulate import reciprocal_lattice
+    from ccstae.physics.simulate import reciprocal_lattice
 
     inten = measured["intensity"][where] * detected[where][:, None]  # shares of all the electrons
     central = float(inten[:, 0].mean())

@@ -1,9 +1,9 @@
 """Estimator bench: the calibration table with leave-one-out errors, and the encoder's estimates.
 
     .venv/bin/python bench/bench_estimate.py            # print (about 30 s on 2 cores)
-    .venv/bin/python bench/bench_estimate.py --refit    # also rewrite firmware/calibration/fit.json
+    .venv/bin/python bench/bench_estimate.py --refit    # also rewrite ccstae/firmware/calibration/fit.json
 
-Prints, for every published design of firmware/calibration/designs.toml, the published number and
+Prints, for every published design of ccstae/firmware/calibration/designs.toml, the published number and
 the estimate made with coefficients fitted on the *other* designs (leave-one-out), the median
 |error| per quantity (the error bars every report prints), how much the estimate moves when the
 random weights that stand in for the unpublished trained ones change (seeds 0-2), and the
@@ -21,17 +21,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from firmware import calibration as C  # noqa: E402
-from firmware import estimate as E  # noqa: E402
+from ccstae.firmware import calibration as C  # noqa: E402
+from ccstae.firmware import estimate as E  # noqa: E402
 
 
 def encoder_estimate(pattern: int, sparsity: float = 0.5, seed: int = 0, **spec_kw) -> dict:
     """Estimate of a build_encoder(pattern) -> build_qencoder (8-bit) model with `sparsity` zeros."""
     import tensorflow as tf
 
-    from firmware.convert import FirmwareSpec, convert
-    from model.network import build_encoder
-    from quant.qmodel import QuantSpec, build_qencoder
+    from ccstae.firmware.convert import FirmwareSpec, convert
+    from ccstae.model.network import build_encoder
+    from ccstae.quant.qmodel import QuantSpec, build_qencoder
 
     tf.random.set_seed(seed)
     qenc = build_qencoder(build_encoder(pattern), QuantSpec())

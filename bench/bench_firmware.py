@@ -16,9 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from firmware import convert, csim  # noqa: E402
-from model.network import build_encoder  # noqa: E402
-from quant import qmodel  # noqa: E402
+from ccstae.firmware import convert, csim  # noqa: E402
+from ccstae.model.network import build_encoder  # noqa: E402
+from ccstae.quant import qmodel  # noqa: E402
 
 P = 32
 

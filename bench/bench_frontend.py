@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from firmware import estimate as E  # noqa: E402
-from firmware import frontend_estimate as FE  # noqa: E402
+from ccstae.firmware import estimate as E  # noqa: E402
+from ccstae.firmware import frontend_estimate as FE  # noqa: E402
 
 
 def main() -> None:
@@ -29,20 +29,20 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from firmware import frontend
-    from firmware.convert import FirmwareSpec, convert
+    from ccstae.firmware import frontend
+    from ccstae.firmware.convert import FirmwareSpec, convert
 
     run = Path(args.run)
     if (run / "encoder.h5").exists():
-        from model.run import load_run
-        from quant import qmodel
+        from ccstae.model.run import load_run
+        from ccstae.quant import qmodel
 
         q = load_run(run, load_encoder=qmodel.load_qencoder)
         qenc, geometry = q.encoder, frontend.geometry(q.preprocess_params(), args.pixels_per_clock)
         source = f"the quantized run {run}"
     else:
-        from model.network import build_encoder
-        from quant.qmodel import build_qencoder
+        from ccstae.model.network import build_encoder
+        from ccstae.quant.qmodel import build_qencoder
 
         tf.random.set_seed(0)
         qenc = build_qencoder(build_encoder(30, filters=(8, 16, 16), dense=(32,)))

@@ -16,13 +16,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from firmware import convert, csim  # noqa: E402
-from firmware import stages  # noqa: E402
-from firmware.pipeline import run_pipeline  # noqa: E402
-from model.config import load_config  # noqa: E402
-from model.data_io import open_cube  # noqa: E402
-from model.run import load_run  # noqa: E402
-from quant import qmodel  # noqa: E402
+from ccstae.firmware import convert, csim  # noqa: E402
+from ccstae.pipeline import stages  # noqa: E402
+from ccstae.pipeline.hls import run_pipeline  # noqa: E402
+from ccstae.core.config import load_config  # noqa: E402
+from ccstae.core.data_io import open_cube  # noqa: E402
+from ccstae.model.run import load_run  # noqa: E402
+from ccstae.quant import qmodel  # noqa: E402
 
 TARGETS = {"exx": 0.003, "eyy": 0.003, "theta": 1.0}  # issue 3, float model at w = 0.5
 

@@ -34,14 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from model import health as health_mod, noise, preprocess, train  # noqa: E402
-from model.config import load_config  # noqa: E402
-from model.data_io import open_cube  # noqa: E402
-from model.evaluate import maps_from_raw, truth_maps  # noqa: E402
-from model.health import map_signal  # noqa: E402
-from model.run import load_run  # noqa: E402
-from model.simulate import simulate_scan, simulate_training_sample  # noqa: E402
-from model.strain import flat_map_mae, mae  # noqa: E402
+from ccstae.model import health as health_mod, preprocess, train  # noqa: E402
+from ccstae.physics import noise  # noqa: E402
+from ccstae.core.config import load_config  # noqa: E402
+from ccstae.core.data_io import open_cube  # noqa: E402
+from ccstae.analysis.evaluate import maps_from_raw, truth_maps  # noqa: E402
+from ccstae.model.health import map_signal  # noqa: E402
+from ccstae.model.run import load_run  # noqa: E402
+from ccstae.physics.simulate import simulate_scan, simulate_training_sample  # noqa: E402
+from ccstae.physics.strain import flat_map_mae, mae  # noqa: E402
 
 CASES = {
     "poly-cd2000": {"simulate": {"central_disk": 2000.0}},
@@ -126,7 +127,7 @@ def ml_fit(run, run_dir: Path, patterns: np.ndarray, counts: float, steps: int =
     per-pattern method can do with this reference, an achievable floor beside the Cramer-Rao one."""
     import tensorflow as tf
 
-    from model import network, stn
+    from ccstae.model import network, stn
 
     ref = np.load(run_dir / "reference.npy").astype(np.float32)
     loss_mask = tf.constant(train.loss_mask(ref.shape[0], run.config["train"], run.mask))
@@ -150,7 +151,7 @@ def ml_fit(run, run_dir: Path, patterns: np.ndarray, counts: float, steps: int =
 
 
 def py4dstem(sets: dict, attrs: dict) -> dict:
-    from model import baseline
+    from ccstae.analysis import baseline
 
     geometry = {"disk_radius_px": float(attrs["disk_radius_px"]), "g1_px": float(attrs["g1_px"]),
                 "disk_edge_px": float(attrs.get("simulate.disk_edge_px", 0.7))}

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model import simulate  # noqa: E402
-from model.config import load_config  # noqa: E402
+from ccstae.physics import simulate  # noqa: E402
+from ccstae.core.config import load_config  # noqa: E402
 
 PAPER_ROWS = 4
 

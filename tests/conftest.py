@@ -1,7 +1,7 @@
 """Helpers shared by the command-line tests: run `ccstae` in-process, check one-line errors."""
 import pytest
 
-import ccstae_cli
+from ccstae import cli as ccstae_cli
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The classical py4DSTEM baseline (model/baseline.py): geometry measured from the data, axes, signs,
+"""The classical py4DSTEM baseline (ccstae/analysis/baseline.py): geometry measured from the data, axes, signs,
 referencing, any 2D lattice, weak disks beside a huge central disk, and `ccstae baseline`.
 
 Skipped with the reason when py4DSTEM is not installed (pip install -e '.[baseline]').
@@ -9,12 +9,13 @@ import h5py
 import numpy as np
 import pytest
 
-from model import baseline, strain
-from model.config import load_config
-from model.data_io import open_cube, write_cube
-from model.errors import UserError
-from model.evaluate import truth_maps
-from model.simulate import render_patterns, sim_params, simulate_scan
+from ccstae.analysis import baseline
+from ccstae.physics import strain
+from ccstae.core.config import load_config
+from ccstae.core.data_io import open_cube, write_cube
+from ccstae.core.errors import UserError
+from ccstae.analysis.evaluate import truth_maps
+from ccstae.physics.simulate import render_patterns, sim_params, simulate_scan
 
 AVAILABLE, WHY = baseline.available()
 needs_py4dstem = pytest.mark.skipif(not AVAILABLE, reason=WHY)
@@ -84,7 +85,7 @@ def test_weak_disks_beside_a_central_disk_holding_99_percent_of_the_counts():
 def lattice_cube(a_px: float, b_px: float, rx=4, ry=6, pattern=64, radius=3.0):
     """two_region_cube's strain and rotation on a rectangular (a != b) or square reciprocal lattice
     with first-order spacings a_px, b_px (the kinematic simulator draws hexagonal lattices only)."""
-    from model.simulate import lattice_matrix
+    from ccstae.physics.simulate import lattice_matrix
 
     _, gt, _, region = two_region_cube(rx=rx, ry=ry)
     h, k = (v.ravel() for v in np.mgrid[-4:5, -4:5])
@@ -130,7 +131,7 @@ def test_runs_on_a_tiny_noisy_cube(tmp_path):
 
 @needs_py4dstem
 def test_cli_writes_the_strain_layout_and_the_unfitted_fraction(tmp_path, capsys):
-    from ccstae_cli import main
+    from ccstae.cli import main
 
     cube = tmp_path / "tiny.h5"
     simulate_scan(load_config("tiny"), cube, noise_w=0.0, seed=3, progress=False)
@@ -145,7 +146,7 @@ def test_cli_writes_the_strain_layout_and_the_unfitted_fraction(tmp_path, capsys
 
 @needs_py4dstem
 def test_a_cube_without_a_lattice_is_one_line_exit_2_and_no_output(tmp_path, capsys):
-    from ccstae_cli import main
+    from ccstae.cli import main
 
     # A bright central disk on a noisy background and no Bragg disk at all.
     rng = np.random.default_rng(0)
@@ -164,7 +165,7 @@ def test_a_cube_without_a_lattice_is_one_line_exit_2_and_no_output(tmp_path, cap
 
 
 def test_missing_py4dstem_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
-    from ccstae_cli import main
+    from ccstae.cli import main
 
     monkeypatch.setitem(sys.modules, "py4DSTEM", None)  # `import py4DSTEM` raises ImportError
     ok, why = baseline.available()
@@ -195,7 +196,7 @@ def test_available_lets_a_broken_install_show(monkeypatch):
 
 
 def test_the_study_skips_the_baseline_with_a_reason_when_py4dstem_is_absent(monkeypatch):
-    from firmware import robustness
+    from ccstae.studies import robustness
 
     monkeypatch.setattr(baseline, "available", lambda: (False, baseline.INSTALL_HINT))
     res = robustness.run_baseline_cell(load_config("tiny"), [])

@@ -7,8 +7,9 @@ import h5py
 import numpy as np
 import pytest
 
-import ccstae_cli
-from model import data_io, simulate
+from ccstae import cli as ccstae_cli
+from ccstae.core import data_io
+from ccstae.physics import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +27,7 @@ def tiny_cube(tmp_path_factory):
 
 
 def test_help_is_fast_and_imports_no_tensorflow():
-    code = "import sys, ccstae_cli; ccstae_cli.build_parser(); print('tensorflow' in sys.modules)"
+    code = "import sys; from ccstae import cli; cli.build_parser(); print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert ccstae_cli.main(["--help"]) == 0
@@ -107,7 +108,7 @@ def test_existing_output_is_refused_and_never_damaged(tiny_cube, tmp_path, monke
 
 
 def test_real_process_exit_code_and_stderr(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "ccstae_cli.py"), "simulate", "--preset", "tiny",
+    proc = subprocess.run([sys.executable, "-m", "ccstae.cli", "simulate", "--preset", "tiny", 
                            "--noise", "1.5", "--out", str(tmp_path / "o.h5")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("ccstae simulate: error: ")

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-import ccstae_cli
+from ccstae import cli as ccstae_cli
 
 
 @pytest.fixture(scope="module")

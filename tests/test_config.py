@@ -1,4 +1,4 @@
-"""The config schema (model/config.py): every key of default.toml typed, ranged and documented;
+"""The config schema (ccstae/core/config.py): every key of default.toml typed, ranged and documented;
 bad values named before anything runs; `ccstae config show|check`; presets found when installed."""
 import shutil
 import subprocess
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from model import config
-from model.config import CONFIG_DIR, SCHEMA, ConfigError, load_config, preset_names
+from ccstae.core import config
+from ccstae.core.config import CONFIG_DIR, SCHEMA, ConfigError, load_config, preset_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,7 +69,8 @@ def test_a_bad_value_is_named_with_its_range(tmp_path, text, words):
 
 
 def test_schema_choices_match_the_code_that_reads_them():
-    from model import crystal, lattice, preprocess, train
+    from ccstae.physics import crystal, lattice
+    from ccstae.model import preprocess, train
 
     choices = lambda sec, key: {f.name: f.metadata for f in fields(SCHEMA[sec])}[key]["choices"]  # noqa: E731
     assert choices("model", "central_mask") == preprocess.CENTRAL_MASKS
@@ -79,7 +80,7 @@ def test_schema_choices_match_the_code_that_reads_them():
 
 
 def test_quantspec_defaults_are_the_default_config():
-    from quant.qmodel import QuantSpec
+    from ccstae.quant.qmodel import QuantSpec
 
     q = load_config("default")["quant"]
     spec = QuantSpec()
@@ -102,9 +103,9 @@ def test_config_show_and_check(cli, one_line_error, tmp_path):
 
 def test_presets_are_found_without_the_source_tree(tmp_path):
     """As a wheel installs them (pyproject: configs/ shipped as the package ccstae_configs)."""
-    shutil.copytree(ROOT / "model", tmp_path / "model", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "ccstae", tmp_path / "ccstae", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "configs", tmp_path / "site" / "ccstae_configs")
-    code = "from model.config import load_config, CONFIG_DIR; print(CONFIG_DIR.name, load_config('tiny')['name'])"
+    code = "from ccstae.core.config import load_config, CONFIG_DIR; print(CONFIG_DIR.name, load_config('tiny')['name'])"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                          env={"PYTHONPATH": f"{tmp_path}:{tmp_path / 'site'}", "PATH": "/usr/bin:/bin"})
     assert out.stdout.split() == ["ccstae_configs", "tiny"], out.stderr

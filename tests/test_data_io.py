@@ -5,8 +5,8 @@ import h5py
 import numpy as np
 import pytest
 
-from model import data_io
-from model.errors import DataError, UserError
+from ccstae.core import data_io
+from ccstae.core.errors import DataError, UserError
 
 
 def make_cube(shape=(5, 7, 16, 16), seed=0):

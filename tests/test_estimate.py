@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from tensorflow import keras
 
-from firmware import estimate as E
-from firmware.convert import FirmwareSpec, convert
+from ccstae.firmware import estimate as E
+from ccstae.firmware.convert import FirmwareSpec, convert
 
 C = E.DEFAULTS
 W_A, W_B = 3 / 128, -5 / 128  # on quantized_bits(8, 0)'s grid, not powers of two
@@ -211,7 +211,7 @@ def test_error_bars_printed(tmp_path):
 # ----------------------------------------------------------------------------- calibration machinery
 
 def test_calibration_data_file():
-    from firmware import calibration as K
+    from ccstae.firmware import calibration as K
 
     designs = K.load_designs(vendor_path=Path("/nonexistent"))
     assert len(designs) >= 5 and len({d["name"] for d in designs}) == len(designs)
@@ -225,7 +225,7 @@ def test_calibration_data_file():
 
 
 def test_fit_and_leave_one_out_recover_linear_truth():
-    from firmware import calibration as K
+    from ccstae.firmware import calibration as K
 
     rng = np.random.default_rng(0)
     truth = {"LUT": {"lut_mult": 0.5, "lut_add": 0.8, "lut_logic": 1.0, "process": 100.0},
@@ -251,8 +251,8 @@ def test_fit_and_leave_one_out_recover_linear_truth():
 
 
 def test_vendor_report_joins_the_calibration_set(tmp_path):
-    from firmware import calibration as K
-    from firmware import vendor
+    from ccstae.firmware import calibration as K
+    from ccstae.firmware import vendor
 
     prj = tmp_path / "tiny-q8"
     prj.mkdir()

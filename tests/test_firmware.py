@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from tensorflow import keras
 
-from firmware import convert as fw
-from firmware import csim, vendor
-from model.errors import UserError
-from model.network import build_encoder
-from quant import prune, qmodel
-from test_quant import P, synthetic_patterns, targets
+from ccstae.firmware import convert as fw
+from ccstae.firmware import csim, vendor
+from ccstae.core.errors import UserError
+from ccstae.model.network import build_encoder
+from ccstae.quant import prune, qmodel
+from builders import P, synthetic_patterns, targets
 
 def noisy_patterns(n, seed=5):
     """Test patterns: smooth Poisson patterns, noisier ones with a background, and the edge cases."""

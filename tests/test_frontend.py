@@ -1,5 +1,5 @@
-"""The detector-side front end: the integer preprocessing (model/preprocess.py) and ccstae_top
-(firmware/frontend/), which must agree bit for bit from raw counts to the encoder's outputs.
+"""The detector-side front end: the integer preprocessing (ccstae/model/preprocess.py) and ccstae_top
+(ccstae/firmware/frontend/), which must agree bit for bit from raw counts to the encoder's outputs.
 
 One small random-weight encoder (16 x 16 input) is converted once; each front-end geometry
 rebuilds only the front end (a few seconds), the encoder's object file is reused.
@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from firmware import frontend as fe
-from model import preprocess as pp
-from model.errors import UserError
+from ccstae.firmware import frontend as fe
+from ccstae.model import preprocess as pp
+from ccstae.core.errors import UserError
 
 DISK = {"kind": "disk", "centre": [7.3, 7.6], "radius": 3.5}
 
@@ -79,9 +79,9 @@ def test_bad_geometry_is_a_user_error():
 def project(tmp_path_factory):
     from tensorflow import keras
 
-    from firmware import convert
-    from model.network import build_encoder
-    from quant import qmodel
+    from ccstae.firmware import convert
+    from ccstae.model.network import build_encoder
+    from ccstae.quant import qmodel
 
     keras.utils.set_random_seed(2)
     qenc = qmodel.build_qencoder(build_encoder(16, filters=(4, 8), dense=(16,)))
@@ -125,15 +125,15 @@ def test_front_end_is_bit_exact_from_raw_counts(project, pattern, binning, crop,
 # ---------------------------------------------------------------- the estimate (fast, no hls4ml)
 
 def encoder_stub(ii=900, lut=100_000):
-    from firmware import estimate as E
+    from ccstae.firmware import estimate as E
 
     return E.finish({"kind": "stub", "clock_period_ns": 5.0, "ii_cycles": ii, "latency_cycles": ii + 20,
                      "total": {"LUT": lut, "FF": 20_000, "DSP": 0, "BRAM18": 40}})
 
 
 def test_front_end_estimate_and_the_arina_at_its_raw_rate():
-    from firmware import frontend_estimate as FE
-    from firmware.report import _frontend_markdown
+    from ccstae.firmware import frontend_estimate as FE
+    from ccstae.studies.report import _frontend_markdown
 
     geometry = {"pattern": 64, "binning": 2, "crop": 1, "pixels_per_clock": 4, "count_bits": 16,
                 "lut_depth": 2000, "lut_bits": 8}

@@ -5,11 +5,13 @@ import json
 import numpy as np
 import pytest
 
-import ccstae_cli
-from model import floor as floor_mod, health, lattice, preprocess
-from model.config import load_config
-from model.run import load_run
-from model.simulate import render_patterns
+from ccstae import cli as ccstae_cli
+from ccstae.analysis import floor as floor_mod
+from ccstae.model import health, preprocess
+from ccstae.physics import lattice
+from ccstae.core.config import load_config
+from ccstae.model.run import load_run
+from ccstae.physics.simulate import render_patterns
 
 
 def patterns_of(central_disk=2000.0, n=64, seed=0):
@@ -95,7 +97,7 @@ def test_a_collapsed_run_exits_non_zero_unless_allow_flat(tmp_path, capsys):
 def test_runs_saved_before_issue_11_load_without_mask(tmp_path):
     from tensorflow import keras
 
-    from model.network import ROTATION_RANGE, build_encoder
+    from ccstae.model.network import ROTATION_RANGE, build_encoder
 
     build_encoder(32).save(tmp_path / "encoder.h5", save_format="h5")
     (tmp_path / "DONE").write_text("{}")
@@ -109,8 +111,8 @@ def test_runs_saved_before_issue_11_load_without_mask(tmp_path):
 
 
 def test_a_simulated_cubes_noise_floor_comes_from_its_noise_free_twin(tmp_path):
-    from model import simulate
-    from model.data_io import open_cube
+    from ccstae.physics import simulate
+    from ccstae.core.data_io import open_cube
 
     cfg = load_config("tiny")
     noisy = simulate.simulate_scan(cfg, tmp_path / "noisy.h5", noise_w=0.5, counts=1e4, seed=7, progress=False)

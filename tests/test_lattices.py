@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from model import simulate
-from model.config import load_config
+from ccstae.physics import simulate
+from ccstae.core.config import load_config
 
 
 def sim(**over):

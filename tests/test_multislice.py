@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from model import simulate
-from model.config import load_config
-from model.errors import UserError
+from ccstae.physics import simulate
+from ccstae.core.config import load_config
+from ccstae.core.errors import UserError
 
 pytest.importorskip("abtem")
 
@@ -72,7 +72,7 @@ def test_disks_follow_the_ground_truth_strain_and_rotation(grain_scan):
 
 
 def test_an_interrupted_run_resumes_and_noise_levels_share_one_run(tmp_path, monkeypatch):
-    from model import multislice
+    from ccstae.physics import multislice
 
     cfg = ms_config(scan=[3, 2])
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
@@ -117,7 +117,7 @@ def test_multislice_needs_atoms_and_a_displacement_field():
 
 def test_missing_abtem_is_one_line_naming_the_extra(tmp_path):
     code = ("import sys; sys.modules['abtem'] = None; sys.argv = ['ccstae', 'simulate', '--preset', 'ms-tiny', "
-            f"'--out', '{tmp_path / 'x.h5'}']; import ccstae_cli; sys.exit(ccstae_cli.main())")
+            f"'--out', '{tmp_path / 'x.h5'}']; from ccstae import cli; sys.exit(cli.main())")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and ".[multislice]" in res.stderr
@@ -132,7 +132,7 @@ def test_the_kinematic_twin_matches_multislice_on_the_same_sample(grain_scan, tm
     two specimen numbers (central_share, intensity_decay) calibrated on ms-tiny's own sample and
     settings, and the fits on other samples differ by ~10 % in first-order share (bench_engines).
     """
-    from model import disks
+    from ccstae.physics import disks
 
     cfg, ms, gt, _ = grain_scan
     cfg = dict(cfg, simulate=dict(cfg["simulate"], engine="kinematic"))
@@ -153,7 +153,7 @@ def test_parallel_noise_levels_share_one_clean_run(tmp_path, monkeypatch):
     # multislice run, rendered once, the other worker waiting for it (it used to fail on the rename).
     from concurrent.futures import ThreadPoolExecutor
 
-    from model import multislice
+    from ccstae.physics import multislice
 
     cfg = ms_config(scan=[2, 2])
     real_init, built = multislice.Engine.__init__, []
@@ -183,7 +183,8 @@ def test_the_engine_computes_here_even_beside_a_dask_client(tmp_path):
 
 
 def test_a_noisy_multislice_cubes_twin_is_its_cached_clean_run(tmp_path, monkeypatch):
-    from model import floor, multislice
+    from ccstae.analysis import floor
+    from ccstae.physics import multislice
 
     cfg = ms_config(scan=[3, 2])
     noisy = simulate.simulate_scan(cfg, tmp_path / "n.h5", noise_w=0.3, counts=1e4, progress=False)

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from model import noise, simulate
-from model.config import load_config
-from model.errors import UserError
+from ccstae.physics import noise, simulate
+from ccstae.core.config import load_config
+from ccstae.core.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +77,8 @@ def test_bad_counts(clean, counts):
 
 
 def test_dose_in_e_per_A2_converts_through_the_scan_step(tmp_path):
-    from model.config import load_config
-    from model.simulate import simulate_scan
+    from ccstae.core.config import load_config
+    from ccstae.physics.simulate import simulate_scan
 
     assert noise.counts_from_dose(2.5e4, 2.0) == pytest.approx(1e5)
     assert noise.dose_from_counts(1e5, 2.0) == pytest.approx(2.5e4)

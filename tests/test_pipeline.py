@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from firmware.pipeline import format_summary, run_pipeline
+from ccstae.pipeline.hls import format_summary, run_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +95,8 @@ def test_a_second_run_reuses_every_finished_stage(tiny_pipeline):
 def test_a_stage_is_current_only_for_what_it_was_made_from(tiny_pipeline, tmp_path):
     import shutil
 
-    from firmware import stages
-    from model.config import load_config
+    from ccstae.pipeline import stages
+    from ccstae.core.config import load_config
 
     root, first = tiny_pipeline
     cfg = load_config("tiny")
@@ -123,8 +123,8 @@ def test_a_stage_is_current_only_for_what_it_was_made_from(tiny_pipeline, tmp_pa
 
 
 def test_stage_keys_follow_package_versions_and_source_files(monkeypatch):
-    from firmware import stages
-    from model.config import load_config
+    from ccstae.pipeline import stages
+    from ccstae.core.config import load_config
 
     cfg = load_config("tiny")
     train = stages.StageResult("data", "train.h5", "k", ran=False)
@@ -136,16 +136,16 @@ def test_stage_keys_follow_package_versions_and_source_files(monkeypatch):
     monkeypatch.setattr(stages, "package_version", lambda p: "9.9" if p == "tensorflow" else real(p))
     assert stages.key_of(stages.float_description(cfg, train)) != key
     monkeypatch.setattr(stages, "package_version", real)
-    monkeypatch.setitem(stages.SOURCES, "float", stages.SOURCES["float"] + ["model/run.py"])
+    monkeypatch.setitem(stages.SOURCES, "float", stages.SOURCES["float"] + ["ccstae/model/run.py"])
     assert stages.key_of(stages.float_description(cfg, train)) != key
-    assert "model/run.py" in stages.float_description(cfg, train)["sources"]
+    assert "ccstae/model/run.py" in stages.float_description(cfg, train)["sources"]
 
 
 def test_an_overflow_fails_make_hls_unless_allowed(tiny_pipeline, monkeypatch, capsys):
     import copy
 
-    import ccstae_cli
-    from firmware import pipeline
+    from ccstae import cli as ccstae_cli
+    from ccstae.pipeline import hls as pipeline
 
     _, s = tiny_pipeline
     assert pipeline.problems(s) == []

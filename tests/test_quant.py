@@ -1,40 +1,21 @@
-"""The QKeras encoder (quant/qmodel.py) and pruning (quant/prune.py) on a small encoder."""
+"""The QKeras encoder (ccstae/quant/qmodel.py) and pruning (ccstae/quant/prune.py) on a small encoder."""
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow import keras
 
-from model.errors import UserError
-from model.network import build_encoder
-from quant import prune, qmodel
+from ccstae.core.errors import UserError
+from ccstae.model.network import build_encoder
+from ccstae.quant import prune, qmodel
 
-P = 32
-
-
-def synthetic_patterns(n, seed=0, p=P):
-    """sqrt of Poisson counts over a smooth random intensity: non-negative, nominally in [0, 1],
-    a few pixels above 1 (like hot pixels after x = sqrt(I / s))."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:p, :p] / p
-    fx, fy, ph = rng.uniform(1, 4, (3, n, 1, 1))
-    lam = rng.uniform(5, 60, (n, 1, 1)) * (1.2 + np.sin(2 * np.pi * (fx * xx + fy * yy) + ph))
-    return np.sqrt(rng.poisson(lam) / 100.0)[..., None].astype(np.float32)
-
-
-def targets(x):
-    """Four smooth functions of the pattern, standardised (roughly in [-3, 3]), to fit against."""
-    h = x.shape[1] // 2
-    t = np.stack([x[:, :h].mean((1, 2, 3)) - x[:, h:].mean((1, 2, 3)),
-                  x[:, :, :h].mean((1, 2, 3)) - x[:, :, h:].mean((1, 2, 3)),
-                  x.std((1, 2, 3)), x.mean((1, 2, 3))], 1)
-    return ((t - t.mean(0)) / t.std(0)).astype(np.float32)
+from builders import P, synthetic_patterns, targets
 
 
 @pytest.fixture(scope="module")
 def float_encoder():
     keras.utils.set_random_seed(0)
     enc = build_encoder(P, filters=(4, 8), dense=(16,))
-    # A fresh encoder's output layer starts at zero (the identity warp, model/network.py); give it
+    # A fresh encoder's output layer starts at zero (the identity warp, ccstae/model/network.py); give it
     # weights like a trained one's, so sparsity checks see a dense model before pruning.
     out = enc.get_layer("out")
     out.set_weights([np.random.default_rng(0).normal(0, 0.3, w.shape).astype(np.float32)
@@ -140,7 +121,7 @@ def test_pruning_reaches_the_target_and_survives_strip_and_save(float_encoder, t
 
 
 def test_pruning_in_a_custom_loop_with_the_step_hook(float_encoder):
-    """model/train.py's Trainer runs its own loop and calls batch hooks with the global step."""
+    """ccstae/model/train.py's Trainer runs its own loop and calls batch hooks with the global step."""
     q = qmodel.build_qencoder(float_encoder)
     pruned, hook = prune.prune(q, 0.6, end_step=20)
     x = synthetic_patterns(256, seed=2)

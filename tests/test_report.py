@@ -3,10 +3,10 @@ import csv
 
 import pytest
 
-from firmware import estimate as E
-from firmware import report as R
+from ccstae.firmware import estimate as E
+from ccstae.studies import report as R
 
-CAL = "run"  # the leave-one-out error bars of firmware/calibration/fit.json (no conversion)
+CAL = "run"  # the leave-one-out error bars of ccstae/firmware/calibration/fit.json (no conversion)
 
 
 def fake_estimate(lut, dsp, ii, latency):

@@ -1,4 +1,4 @@
-"""The robustness study (firmware/robustness.py) on the tiny preset: a 2 x 2 grid end to end on a
+"""The robustness study (ccstae/studies/robustness.py) on the tiny preset: a 2 x 2 grid end to end on a
 2-worker Dask LocalCluster, the same cell in-process number for number, resume without
 recomputing, a failing cell recorded while the study goes on."""
 import json
@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from firmware import robustness, robustness_eval
-from model.config import load_config
-from model.data_io import open_cube, write_cube
-from model.errors import UserError
+from ccstae.studies import robustness, robustness_eval
+from ccstae.core.config import load_config
+from ccstae.core.data_io import open_cube, write_cube
+from ccstae.core.errors import UserError
 
 
 def tiny_study_config(**robust):
@@ -83,8 +83,8 @@ def test_a_2x2_grid_runs_end_to_end(study):
 
 
 def test_a_cube_without_ground_truth_gets_a_loss_but_no_mae(study, tmp_path):
-    from model.run import load_run
-    from quant import qmodel
+    from ccstae.model.run import load_run
+    from ccstae.quant import qmodel
 
     out, summary = study
     cube = json.loads((out / "results.json").read_text())["cubes"][0]
@@ -155,8 +155,8 @@ def test_other_doses_and_presets_are_extra_test_sets(tmp_path):
 def test_a_cube_without_a_visible_lattice_scores_the_baseline_as_a_flat_map(tmp_path, monkeypatch):
     """baseline_maps refuses a cube with no visible lattice (very noisy cubes): the study records the
     baseline as fitting nothing, scored like its unfitted positions (the reference lattice), not a crash."""
-    from model import baseline
-    from model.simulate import simulate_scan
+    from ccstae.analysis import baseline
+    from ccstae.physics.simulate import simulate_scan
 
     if not baseline.available()[0]:
         pytest.skip(baseline.available()[1])
@@ -169,8 +169,8 @@ def test_a_cube_without_a_visible_lattice_scores_the_baseline_as_a_flat_map(tmp_
     cell = robustness_eval.run_baseline_cell(load_config("tiny"), [{"label": "tiny", "level": 0.5, "seed": 5,
                                                                     "path": path}])
     (row,) = cell["rows"]
-    from model.evaluate import truth_maps
-    from model.strain import mae
+    from ccstae.analysis.evaluate import truth_maps
+    from ccstae.physics.strain import mae
 
     with open_cube(path) as cube:
         truth = truth_maps(cube.ground_truth)

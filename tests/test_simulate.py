@@ -4,9 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from model import data_io, simulate
-from model.config import load_config
-from model.errors import UserError
+from ccstae.core import data_io
+from ccstae.physics import simulate
+from ccstae.core.config import load_config
+from ccstae.core.errors import UserError
 
 
 @pytest.fixture(scope="module")

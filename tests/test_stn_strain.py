@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from model import network, stn, strain
+from ccstae.model import network, stn
+from ccstae.physics import strain
 
 P = 32
 C = (P - 1) / 2
@@ -79,7 +80,7 @@ def test_rotation_errors_wrap_modulo_sixty_degrees():
 
 
 def test_bad_reference_region_is_a_user_error():
-    from model.errors import UserError
+    from ccstae.core.errors import UserError
 
     with pytest.raises(UserError, match="outside the scan"):
         strain.parse_region("0:50,0:2", (10, 10))

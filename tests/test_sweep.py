@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from firmware import sweep, sweep_eval
-from model.config import ConfigError, load_config
-from model.errors import UserError
+from ccstae.studies import sweep, sweep_eval
+from ccstae.core.config import ConfigError, load_config
+from ccstae.core.errors import UserError
 
 
 def tiny_sweep_config(**grid):

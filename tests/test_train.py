@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from model import train
-from model.config import load_config
-from model.errors import UserError
-from model.simulate import simulate_scan
+from ccstae.model import train
+from ccstae.core.config import load_config
+from ccstae.core.errors import UserError
+from ccstae.physics.simulate import simulate_scan
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +27,14 @@ def test_the_encoder_learns_and_the_run_is_complete(tiny_cube, tmp_path):
     result = train.train(tiny_config(epochs=6, blur_start=1.0, blur_end=1.0), tiny_cube, tmp_path / "run",
                          progress=False)
     # The encoder starts at the identity warp (zero output layer): its loss must end well below
-    # the identity warp's with the learned reference, on held-out patterns (model/health.py).
+    # the identity warp's with the learned reference, on held-out patterns (ccstae/model/health.py).
     health = result["health"]
     assert health["loss"] < 0.7 * health["identity_loss"], health
     assert not health["flat"], health["verdict"]
     assert json.loads((tmp_path / "run" / "health.json").read_text())["loss_gain"] == health["loss_gain"]
     for name in ("encoder.h5", "reference.npy", "config.json", "preprocess.json", "history.json", "DONE"):
         assert (tmp_path / "run" / name).exists(), name
-    from model.run import load_run
+    from ccstae.model.run import load_run
 
     run = load_run(tmp_path / "run")
     assert run.pattern == 32 and run.scale > 0
@@ -108,7 +108,7 @@ def test_a_result_stays_valid_when_a_config_key_is_added_at_its_default(tmp_path
     import copy
     import json
 
-    from model.config import load_config, stale
+    from ccstae.core.config import load_config, stale
 
     cfg = load_config("tiny")
     old = copy.deepcopy(cfg)
@@ -126,8 +126,8 @@ def test_a_result_stays_valid_when_a_config_key_is_added_at_its_default(tmp_path
 
 
 def test_every_shipped_config_loads_and_validates():
-    from firmware import sweep
-    from model.config import load_config, preset_names
+    from ccstae.studies import sweep
+    from ccstae.core.config import load_config, preset_names
 
     for name in preset_names():
         cfg = load_config(name)  # unknown keys or bad TOML would raise here

@@ -1,0 +1,121 @@
+"""Strain maps from a trained run, written to HDF5 + PNG, and their error against ground truth."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ccstae.model import health, network
+from ccstae.physics import strain
+from ccstae.core.data_io import atomic_path, open_cube, write_json
+from ccstae.core.errors import DataError, UserError
+from ccstae.analysis.floor import cube_noise_floor
+from ccstae.model.run import Run, check_pattern_size, predict_raw
+
+
+def keras_predictor(encoder, batch_size: int = 256):
+    return lambda x: encoder.predict(x, batch_size=batch_size, verbose=0)
+
+
+def maps_from_raw(raw: np.ndarray, region=None, stat: str = "mean", rot_range: float = network.ROTATION_RANGE) -> dict:
+    """(Rx, Ry, 4) raw encoder outputs -> referenced exx, eyy, exy, theta maps.
+
+    rot_range: the run's rotation bound (Run.rot_range; the default is the hexagonal one)."""
+    m = network.matrices_from_raw(raw.reshape(-1, 4), rot_range)
+    return strain.strain_maps(m.reshape(*raw.shape[:2], 2, 2), region, stat)
+
+
+def truth_maps(gt: dict, region=None, stat: str = "mean") -> dict:
+    """Ground truth through the very same referencing as the predictions."""
+    return strain.strain_maps(strain.ground_truth_matrices(gt), region, stat)
+
+
+def run_on_cube(run: Run, cube, predict_fn=None, progress: bool = True) -> tuple[np.ndarray, float]:
+    """Raw outputs (Rx, Ry, 4) of a run's encoder (or another predictor) on a cube, and the
+    patterns per second it took (preprocessing included)."""
+    check_pattern_size(cube, run.pattern)
+    t0 = time.time()
+    raw = predict_raw(predict_fn or keras_predictor(run.encoder), cube, run.inputs, progress=progress)
+    return raw, raw.shape[0] * raw.shape[1] / (time.time() - t0)
+
+
+def write_strain_h5(path: Path, maps: dict, attrs: dict, overwrite: bool = False) -> None:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path}: exists (pass --overwrite to replace it)")
+    with atomic_path(path, overwrite=True) as tmp, h5py.File(tmp, "w") as f:
+        for k in strain.MAPS:
+            f.create_dataset(k, data=maps[k].astype(np.float32))
+        f["theta"].attrs["units"] = "radians"
+        for k, v in attrs.items():
+            f.attrs[k] = v
+
+
+def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean", dataset=None,
+                   overwrite=False, progress=True) -> dict:
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out}: exists (pass --overwrite to replace it)")
+    with open_cube(cube_path, dataset=dataset) as cube:
+        dose = dose_check(run, cube.read_rows(0, 1).reshape(-1, *cube.shape[2:]))
+        raw, rate = run_on_cube(run, cube, progress=progress)
+    maps = maps_from_raw(raw, region, stat, run.rot_range)
+    signal = health.map_signal(raw, run.rot_range)
+    write_strain_h5(out, maps, {"model": str(run.path), "input": str(cube_path),
+                                "reference_region": region or "whole scan", "reference_stat": stat,
+                                "patterns_per_second": rate, "signal": signal["signal"],
+                                "flat": signal["flat"], "input_counts": dose["input_counts"] or 0.0},
+                    overwrite=True)
+    strain.save_maps_png(out.with_suffix(".png"), {"strain": maps}, title=f"{Path(cube_path).name} ({run.path.name})")
+    return {"out": str(out), "png": str(out.with_suffix(".png")), "patterns_per_second": rate,
+            "signal": signal, "dose": dose}
+
+
+DOSE_FACTOR = 3.0  # input dose this far from the training dose (either way): say so
+
+
+def dose_check(run: Run, patterns: np.ndarray) -> dict:
+    """The input's electrons per pattern (measured from the data, model/noise.estimate_counts)
+    against the dose the run was trained at, and a warning when they differ by more than
+    DOSE_FACTOR. A model trained at 1e5 e/pattern gave maps worse than a flat map's at 1e3
+    (README, issue 11), and its signal figure cannot tell noise from strain."""
+    from ccstae.physics.noise import estimate_counts
+
+    t = run.config.get("train", {})
+    trained = float(run.config["noise"]["counts"]) if t.get("noise_mode", "none") != "none" else None
+    measured = estimate_counts(patterns)
+    out = {"input_counts": measured, "trained_counts": trained, "warning": None}
+    if measured and trained and not 1 / DOSE_FACTOR <= measured / trained <= DOSE_FACTOR:
+        out["warning"] = (f"the input has about {measured:,.0f} electrons per pattern, the model was trained at "
+                          f"{trained:,.0f}: its maps may be noise (retrain at this dose)")
+    return out
+
+
+def evaluate_command(run: Run, cube_path: Path, out_dir: Path | None = None, region=None, stat="mean",
+                     progress=True) -> dict:
+    cube_path = Path(cube_path)
+    with open_cube(cube_path) as cube:
+        if cube.ground_truth is None:
+            raise DataError(f"{cube_path}: no ground truth in this cube: MAE needs /ground_truth")
+        gt = cube.ground_truth
+        raw, rate = run_on_cube(run, cube, progress=progress)
+    pred, truth = maps_from_raw(raw, region, stat, run.rot_range), truth_maps(gt, region, stat)
+    result = {"model": str(run.path), "input": str(cube_path), "reference_region": region or "whole scan",
+              "mae": strain.mae(pred, truth, 2 * run.rot_range), "flat_map_mae": strain.flat_map_mae(truth, 2 * run.rot_range),
+              # the shot-noise floor of a simulated cube (None for others): skill lies between it and a flat map
+              "noise_floor": cube_noise_floor(cube_path),
+              "signal": health.map_signal(raw, run.rot_range), "units": {"exx": "strain", "eyy": "strain", "exy": "strain",
+                                                        "theta": "degrees"},
+              "patterns_per_second": rate}
+    out_dir = Path(out_dir) if out_dir else run.path / "evaluate"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = cube_path.stem
+    write_json(out_dir / f"{stem}.json", result)
+    strain.save_maps_png(out_dir / f"{stem}.png", {"prediction": pred, "truth": truth,
+                                                   "abs error": strain.errors(pred, truth, 2 * run.rot_range)},
+                         title=f"{cube_path.name}: MAE exx {result['mae']['exx']:.4f} eyy {result['mae']['eyy']:.4f}"
+                               f" exy {result['mae']['exy']:.4f} theta {result['mae']['theta']:.2f} deg")
+    result["json"], result["png"] = str(out_dir / f"{stem}.json"), str(out_dir / f"{stem}.png")
+    return result

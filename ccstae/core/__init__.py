@@ -1,0 +1,1 @@
+"""Project infrastructure: configuration, errors, file I/O (imports nothing of ccstae)."""

@@ -1,0 +1,552 @@
+"""4D-STEM cubes on disk: our HDF5 layout (written atomically) and lazy readers.
+
+Our layout (written by `CubeWriter` / `write_cube`, e.g. from `ccstae simulate`):
+
+    /datacube                   float32 (Rx, Ry, Qx, Qy), chunked by scan row, gzip
+    /ground_truth/{exx,eyy,exy,theta,grain}   (Rx, Ry) maps, theta in radians (optional)
+    file attributes             config (JSON), flat simulate.* / noise.* keys, noise_w,
+                                counts, clean, seed, ccstae_version, created_by
+
+`open_cube(path, dataset=None)` also reads py4DSTEM / EMD 1.0 files
+(`/<name>_root/datacube/data`), any HDF5 file with a 4D dataset (named or unique) and
+`.npy` files (memory-mapped). A Cube never loads the whole data: it reads scan rows,
+batches or sorted random samples on demand, so cubes larger than memory work.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ccstae.core.errors import DataError, UserError
+
+CHUNK_BYTES = 4 * 2**20  # target HDF5 chunk size: one scan row, or part of one if bigger
+CACHE_BYTES = 64 * 2**20  # HDF5 chunk cache per open file, so sorted random reads hit it
+GT_MAPS = ("exx", "eyy", "exy", "theta", "grain")
+
+
+# ---------------------------------------------------------------------------------------
+# Writing
+
+
+def check_output(path, overwrite: bool = False) -> Path:
+    """Refuse an existing output unless overwrite; create the output folder if needed."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: output is a directory")
+    if path.exists() and not overwrite:
+        raise UserError(f"{path}: output file exists (use --overwrite to replace it)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{path}: cannot create the output folder ({e.strerror})") from None
+    return path
+
+
+def atomic_write(path, data) -> Path:
+    """Write text or bytes to `path` through a temp file and a rename (replaces an existing file)."""
+    with atomic_path(path, overwrite=True) as tmp:
+        (tmp.write_bytes if isinstance(data, bytes) else tmp.write_text)(data)
+    return Path(path)
+
+
+def _json_default(v):
+    """numpy scalars and arrays, and paths, as JSON values (results carry all three)."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"not JSON serializable: {type(v).__name__}")
+
+
+def write_json(path, obj, **kw) -> Path:
+    """JSON through atomic_write (indented; numpy values and paths allowed)."""
+    return atomic_write(path, json.dumps(obj, **{"indent": 1, "default": _json_default, **kw}))
+
+
+def save_figure(fig, path, dpi: int = 90) -> Path:
+    """A matplotlib figure as PNG through a temp file and a rename; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path, overwrite=True) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+@contextmanager
+def atomic_path(path, overwrite: bool = False):
+    """Yield a temp path next to `path`; on success it replaces `path`, on failure it is removed.
+
+    Readers never see a half-written file, and a failed run leaves the old file untouched.
+    """
+    path = check_output(path, overwrite)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.tmp-")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like any new file
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def file_lock(path):
+    """Hold an exclusive lock on `path` (created if absent) for the block: workers of a study that
+    need the same file (one cached clean multislice run) make it once; the others wait, then reuse it."""
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _attr_value(v):
+    """Python / numpy values that HDF5 attributes can store (None and dicts as JSON)."""
+    if isinstance(v, (dict, type(None))):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return json.dumps(v) if any(isinstance(x, (str, dict, list)) for x in v) else np.asarray(v)
+    return v
+
+
+class CubeWriter:
+    """Stream a cube into our HDF5 layout, atomically. Use as a context manager:
+
+        with CubeWriter(path, (Rx, Ry, Q, Q), attrs={...}) as w:
+            for r in range(Rx):
+                w.write_rows(r, rows)           # (n, Ry, Q, Q)
+            w.write_ground_truth(maps)        # optional
+
+    Resumable (resume=True, for slow engines): rows go to PATH.partial, which records how many
+    rows are done after each write and survives a failure or an interruption; a new writer with
+    the same shape and attributes carries on from `rows_done`, and success renames it to PATH.
+    """
+
+    def __init__(self, path, shape, attrs: dict | None = None, overwrite: bool = False, resume: bool = False):
+        from ccstae import __version__
+
+        self.path, self.shape = Path(path), tuple(int(v) for v in shape)
+        if len(self.shape) != 4:
+            raise ValueError(f"a cube is 4D (Rx, Ry, Qx, Qy), got shape {shape}")
+        self.attrs = {"ccstae_version": __version__, "created_by": "ccstae.core.data_io.CubeWriter"}
+        self.attrs.update(attrs or {})
+        self.overwrite, self.resume, self.rows_done = overwrite, resume, 0
+        self._ctx = None
+
+    def __enter__(self):
+        if self.resume:
+            return self._enter_resumable()
+        self._ctx = atomic_path(self.path, self.overwrite)
+        tmp = self._ctx.__enter__()
+        try:
+            self.file = h5py.File(tmp, "w")
+            self._create(self.file)
+        except BaseException as e:
+            self._abort(e)
+            raise
+        return self
+
+    def _create(self, file):
+        rx, ry, qx, qy = self.shape
+        ry_chunk = max(1, min(ry, CHUNK_BYTES // (qx * qy * 4)))
+        self.data = file.create_dataset("datacube", shape=self.shape, dtype="float32",
+                                        chunks=(1, ry_chunk, qx, qy), compression="gzip",
+                                        compression_opts=1, shuffle=True)
+        for k, v in self.attrs.items():
+            file.attrs[k] = _attr_value(v)
+
+    def _enter_resumable(self):
+        check_output(self.path, self.overwrite)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        if self.partial.exists():
+            try:
+                self.file = h5py.File(self.partial, "a")
+                self.data = self.file["datacube"]
+                same = self.data.shape == self.shape and all(
+                    k in ("ccstae_version", "rows_done") or
+                    np.array_equal(np.asarray(self.file.attrs.get(k)), np.asarray(_attr_value(v)))
+                    for k, v in self.attrs.items())
+                self.rows_done = int(self.file.attrs.get("rows_done", 0))
+            except (OSError, KeyError):
+                same = False
+            if not same:
+                if getattr(self, "file", None):
+                    self.file.close()
+                if not self.overwrite:
+                    raise UserError(f"{self.partial}: an interrupted run with other settings; delete it "
+                                    "(or use --overwrite) to start again")
+                self.partial.unlink()
+        if not self.partial.exists():
+            self.file = h5py.File(self.partial, "w")
+            self._create(self.file)
+            self.file.attrs["rows_done"] = self.rows_done = 0
+        return self
+
+    def write_rows(self, r0: int, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, np.float32)
+        self.data[r0:r0 + len(rows)] = rows
+        if self.resume:
+            self.rows_done = r0 + len(rows)
+            self.file.attrs["rows_done"] = self.rows_done
+            self.file.flush()
+
+    def write_ground_truth(self, maps: dict) -> None:
+        group = self.file.require_group("ground_truth")
+        for k, v in maps.items():
+            if k in group:  # a resumed run that failed after writing them
+                del group[k]
+            group.create_dataset(k, data=np.asarray(v))
+        if "theta" in group:
+            group["theta"].attrs["units"] = "radians"
+
+    def _abort(self, exc):
+        if getattr(self, "file", None) is not None:
+            self.file.close()
+        self._ctx.__exit__(type(exc), exc, exc.__traceback__)
+
+    def __exit__(self, exc_type, exc, tb):
+        self.file.close()
+        if self.resume:  # keep the partial file on failure: the next run carries on from it
+            if exc_type is None:
+                os.replace(self.partial, self.path)
+            return False
+        return self._ctx.__exit__(exc_type, exc, tb)
+
+
+def write_cube(path, data: np.ndarray, ground_truth: dict | None = None, attrs: dict | None = None,
+               overwrite: bool = False) -> Path:
+    """Write an in-memory (Rx, Ry, Qx, Qy) array (and maps) in our layout, atomically."""
+    data = np.asarray(data)
+    with CubeWriter(path, data.shape, attrs=attrs, overwrite=overwrite) as w:
+        for r in range(data.shape[0]):
+            w.write_rows(r, data[r:r + 1])
+        if ground_truth is not None:
+            w.write_ground_truth(ground_truth)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+
+
+def _plain(v):
+    """HDF5 attribute -> plain Python (bytes to str, numpy scalars to numbers)."""
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return [_plain(x) for x in v.tolist()] if v.dtype.kind in "OS" else v.tolist()
+    return v
+
+
+class Cube:
+    """A lazily read 4D-STEM cube (Rx, Ry, Qx, Qy). Use `open_cube`, ideally as `with`."""
+
+    def __init__(self, path: Path, data, file=None, attrs=None, ground_truth=None, dataset_name=None):
+        self.path = Path(path)
+        self._data = data  # h5py.Dataset or np.memmap: indexing reads only what is asked for
+        self._file = file
+        self.dataset_name = dataset_name
+        self.attrs = attrs or {}
+        self.ground_truth = ground_truth
+        self.shape = tuple(int(v) for v in data.shape)
+        self.dtype = np.dtype(data.dtype)
+        self.notes = []
+        if self.shape[2] != self.shape[3]:
+            self.notes.append(f"patterns are not square ({self.shape[2]}x{self.shape[3]})")
+
+    @property
+    def pattern_size(self):
+        """Qx for square patterns, else the tuple (Qx, Qy)."""
+        qx, qy = self.shape[2:]
+        return qx if qx == qy else (qx, qy)
+
+    def __len__(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def __repr__(self):
+        return f"Cube('{self.path}', shape={self.shape}, dtype={self.dtype})"
+
+    def _read(self, index) -> np.ndarray:
+        try:
+            return np.asarray(self._data[index], np.float32)
+        except (OSError, ValueError) as e:  # a damaged chunk surfaces only when read
+            raise DataError(f"{self.path}: cannot read the data, the file is corrupt ({e})") from None
+
+    def read_rows(self, r0: int, r1: int) -> np.ndarray:
+        """Scan rows r0..r1-1 -> (r1 - r0, Ry, Qx, Qy) float32."""
+        if not 0 <= r0 <= r1 <= self.shape[0]:
+            raise IndexError(f"rows {r0}:{r1} outside a scan of {self.shape[0]} rows")
+        return self._read(np.s_[r0:r1])
+
+    def iter_batches(self, batch_size: int = 256, check: bool = True):
+        """Yield (flat_index_start, (n, Qx, Qy) float32) in scan order, reading rows lazily.
+
+        check: raise DataError on NaN / inf values, naming the patterns.
+        """
+        rx, ry, qx, qy = self.shape
+        rows_per_read = max(1, -(-batch_size // ry))
+        pending, start = np.empty((0, qx, qy), np.float32), 0
+        for r0 in range(0, rx, rows_per_read):
+            block = self.read_rows(r0, min(rx, r0 + rows_per_read)).reshape(-1, qx, qy)
+            pending = np.concatenate([pending, block]) if len(pending) else block
+            while len(pending) >= batch_size or (r0 + rows_per_read >= rx and len(pending)):
+                batch, pending = pending[:batch_size], pending[batch_size:]
+                if check:
+                    _check_batch(self.path, batch, start)
+                yield start, batch
+                start += len(batch)
+
+    def read_patterns(self, index) -> np.ndarray:
+        """Patterns at sorted, distinct flat indices -> (n, Qx, Qy) float32, one read per scan row."""
+        index = np.asarray(index, np.int64)
+        if len(index) and (np.any(np.diff(index) <= 0) or index[0] < 0 or index[-1] >= len(self)):
+            raise IndexError("flat indices must be sorted, distinct and inside the scan")
+        ry = self.shape[1]
+        out = np.empty((len(index),) + self.shape[2:], np.float32)
+        rows = index // ry
+        bounds = np.flatnonzero(np.diff(rows)) + 1
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(index)]):
+            if hi == lo:
+                continue
+            cols = index[lo:hi] % ry  # h5py takes a sorted list along one axis
+            out[lo:hi] = self._read((int(rows[lo]), cols.tolist() if hi - lo > 1 else int(cols[0])))
+        return out
+
+    def sample(self, n: int, rng: np.random.Generator, return_index: bool = False):
+        """n distinct random patterns (n, Qx, Qy) float32, in sorted flat-index order.
+
+        Sorted reads keep the HDF5 chunk cache hot; shuffle afterwards if order matters.
+        """
+        n = min(int(n), len(self))
+        index = np.sort(rng.choice(len(self), size=n, replace=False))
+        out = self.read_patterns(index)
+        return (out, index) if return_index else out
+
+    def check_finite(self, batch_size: int = 1024) -> None:
+        """Raise DataError if any pattern holds NaN or inf (streams the whole cube)."""
+        for _ in self.iter_batches(batch_size, check=True):
+            pass
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _check_batch(path, batch, start):
+    if not np.all(np.isfinite(batch)):
+        bad = np.flatnonzero(~np.isfinite(batch).all(axis=(1, 2)))
+        raise DataError(f"{path}: NaN or infinite values in {len(bad)} pattern(s), first at flat index "
+                        f"{start + bad[0]}")
+
+
+def check_finite(cube_or_path, dataset: str | None = None) -> None:
+    """Raise DataError if the cube holds NaN or inf anywhere."""
+    if isinstance(cube_or_path, Cube):
+        cube_or_path.check_finite()
+        return
+    with open_cube(cube_or_path, dataset) as cube:
+        cube.check_finite()
+
+
+def _datasets_4d(f: h5py.File) -> list[str]:
+    found = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.ndim == 4:
+            found.append("/" + name)
+
+    f.visititems(visit)
+    return found
+
+
+def _find_dataset(f: h5py.File, path: Path) -> str:
+    """Our /datacube, else a py4DSTEM/EMD */datacube/data, else the unique 4D dataset."""
+    if "datacube" in f and isinstance(f["datacube"], h5py.Dataset):
+        return "/datacube"
+    four_d = _datasets_4d(f)
+    emd = [name for name in four_d if name.endswith("/datacube/data")]
+    for candidates in (emd, four_d):
+        if len(candidates) == 1:
+            return candidates[0]
+        if len(candidates) > 1:
+            raise DataError(f"{path}: several 4D datasets ({', '.join(candidates)}); name one with --dataset")
+    raise DataError(f"{path}: no 4D dataset found (no /datacube, no */datacube/data); name one with --dataset")
+
+
+def open_cube(path, dataset: str | None = None) -> Cube:
+    """Open a cube lazily: our HDF5, py4DSTEM/EMD 1.0, any HDF5 (dataset='/a/b') or .npy."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file")
+    if path.suffix.lower() == ".npy":
+        return _open_npy(path)
+    try:
+        if not h5py.is_hdf5(path):
+            raise DataError(f"{path}: not an HDF5 file (or corrupt); readable formats: HDF5 (.h5, .emd), .npy")
+        f = h5py.File(path, "r", rdcc_nbytes=CACHE_BYTES)
+    except OSError as e:
+        raise DataError(f"{path}: cannot open as HDF5, the file is corrupt ({e})") from None
+    try:
+        name = dataset if dataset is not None else _find_dataset(f, path)
+        if name not in f:
+            four_d = _datasets_4d(f)
+            hint = f" (4D datasets in the file: {', '.join(four_d)})" if four_d else " (the file has no 4D dataset)"
+            raise DataError(f"{path}: no dataset '{name}'{hint}")
+        data = f[name]
+        if not isinstance(data, h5py.Dataset):
+            raise DataError(f"{path}: '{name}' is a group, not a dataset")
+        if data.ndim != 4:
+            raise DataError(f"{path}: dataset '{name}' has shape {data.shape}, expected 4D (Rx, Ry, Qx, Qy)")
+        if data.dtype.kind not in "iuf":
+            raise DataError(f"{path}: dataset '{name}' holds {data.dtype}, not numbers")
+        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        gt = None
+        if name == "/datacube" and "ground_truth" in f:
+            gt = {k: f["ground_truth"][k][()] for k in f["ground_truth"] if isinstance(f["ground_truth"][k], h5py.Dataset)}
+        return Cube(path, data, file=f, attrs=attrs, ground_truth=gt, dataset_name=name)
+    except DataError:
+        f.close()
+        raise
+    except (OSError, KeyError, ValueError) as e:
+        f.close()
+        raise DataError(f"{path}: cannot read the file, it is corrupt ({e})") from None
+
+
+def _open_npy(path: Path) -> Cube:
+    try:
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable .npy file ({e})") from None
+    if data.ndim != 4:
+        raise DataError(f"{path}: array has shape {data.shape}, expected 4D (Rx, Ry, Qx, Qy)")
+    if data.dtype.kind not in "iuf":
+        raise DataError(f"{path}: array holds {data.dtype}, not numbers")
+    return Cube(path, data, dataset_name=None)
+
+
+# ---------------------------------------------------------------------------------------
+# Inspection (`ccstae inspect`)
+
+
+def summary(cube: Cube) -> str:
+    """A few lines describing a cube: shape, dtype, attributes, ground truth."""
+    lines = [f"file:         {cube.path}",
+             f"dataset:      {cube.dataset_name or '(npy array)'}",
+             f"shape:        {cube.shape}  (Rx, Ry, Qx, Qy)",
+             f"dtype:        {cube.dtype}",
+             f"patterns:     {len(cube)}"]
+    lines += [f"note:         {n}" for n in cube.notes]
+    if cube.ground_truth:
+        maps = ", ".join(f"{k} [{np.min(v):.4g}, {np.max(v):.4g}]" for k, v in sorted(cube.ground_truth.items()))
+        lines.append(f"ground truth: {maps}")
+    else:
+        lines.append("ground truth: none")
+    if cube.attrs:
+        lines.append("attributes:")
+        for k, v in sorted(cube.attrs.items()):
+            text = str(v)
+            lines.append(f"  {k} = " + (text if len(text) <= 100 else f"<{len(text)} chars>"))
+    return "\n".join(lines)
+
+
+def central_disk(mean_pattern: np.ndarray):
+    """(row, col, radius) of the bright central disk: the half-maximum blob holding the maximum."""
+    from scipy import ndimage
+
+    img = ndimage.gaussian_filter(np.asarray(mean_pattern, np.float64), 0.7)
+    labels, _ = ndimage.label(img >= 0.5 * img.max())
+    blob = labels == labels[np.unravel_index(np.argmax(img), img.shape)]
+    row, col = ndimage.center_of_mass(blob)
+    return float(row), float(col), float(np.sqrt(blob.sum() / np.pi))
+
+
+def virtual_images(cube: Cube, batch_size: int = 1024, progress: bool = False, n_mean: int = 512):
+    """Virtual bright-field and annular dark-field images (Rx, Ry), streamed over the cube.
+
+    Masks come from the data: the central disk (found on the mean of a random sample) is the
+    bright field, the annulus from twice its radius to the detector edge the dark field.
+    Returns (bf, adf, info) with info = {row, col, radius, adf_inner, adf_outer}.
+    """
+    from tqdm import tqdm
+
+    mean = cube.sample(n_mean, np.random.default_rng(0)).mean(axis=0)
+    row, col, radius = central_disk(mean)
+    qx, qy = cube.shape[2:]
+    rr, cc = np.mgrid[:qx, :qy]
+    r = np.hypot(rr - row, cc - col)
+    inner, outer = 2 * radius, 0.48 * min(qx, qy)
+    bf_mask, adf_mask = (r <= radius + 0.5).astype(np.float32), ((r >= inner) & (r <= outer)).astype(np.float32)
+    bf, adf = np.zeros(len(cube), np.float64), np.zeros(len(cube), np.float64)
+    with tqdm(total=len(cube), disable=not progress, desc="virtual images", unit="pattern", dynamic_ncols=True) as bar:
+        for start, batch in cube.iter_batches(batch_size):
+            bf[start:start + len(batch)] = np.einsum("nij,ij->n", batch, bf_mask)
+            adf[start:start + len(batch)] = np.einsum("nij,ij->n", batch, adf_mask)
+            bar.update(len(batch))
+    info = {"row": row, "col": col, "radius": radius, "adf_inner": inner, "adf_outer": outer}
+    return bf.reshape(cube.shape[:2]), adf.reshape(cube.shape[:2]), info
+
+
+def save_overview_png(cube: Cube, out_path, progress: bool = False) -> Path:
+    """PNG overview, written atomically: 4 patterns (sqrt scale), virtual BF / ADF, ground truth."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle
+
+    bf, adf, info = virtual_images(cube, progress=progress)
+    n = len(cube)
+    index = np.unique(np.linspace(0, n - 1, 4).astype(np.int64))
+    patterns = cube.read_patterns(index)
+    gt = cube.ground_truth or {}
+    maps = [k for k in GT_MAPS if k in gt]
+    ncols = max(len(index), 2, len(maps))
+    nrows = 3 if maps else 2
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    ry = cube.shape[1]
+    for ax, i, p in zip(axes[0], index, patterns):
+        ax.imshow(np.sqrt(np.maximum(p, 0)), cmap="inferno")
+        ax.set_title(f"pattern ({i // ry}, {i % ry}), sqrt", fontsize=9)
+    for ax, img, title in ((axes[1, 0], bf, "virtual BF"), (axes[1, 1], adf, "virtual ADF")):
+        ax.imshow(img, cmap="gray")
+        ax.set_title(title, fontsize=9)
+    ax = axes[0, 0]
+    for rad in (info["radius"] + 0.5, info["adf_inner"], info["adf_outer"]):
+        ax.add_patch(Circle((info["col"], info["row"]), rad, fill=False, color="cyan", lw=0.6))
+    for ax, k in zip(axes[2] if maps else [], maps):
+        img = np.degrees(gt[k]) if k == "theta" else gt[k]
+        im = ax.imshow(img, cmap="tab20" if k == "grain" else "RdBu_r")
+        ax.set_title(f"{k} (deg)" if k == "theta" else k, fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(f"{cube.path.name}  {cube.shape}", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, out_path, dpi=80)

@@ -1,0 +1,211 @@
+"""C-simulation of the firmware, two ways, each compared bit for bit with the QKeras encoder.
+
+1. compare_compiled: hls4ml compiles the HLS C++ into a shared library and runs it from
+   Python (hls_model.predict). Fast to iterate; the same C++ as the firmware.
+2. run_testbench: builds the project's own myproject_test.cpp with g++ (what Vitis HLS
+   C-simulation runs, minus the tool) on tb_data/, and reads tb_data/csim_results.log.
+
+Bit-exact with QKeras is necessary, not sufficient: where a fixed-point range is too narrow
+both saturate alike. saturation_check compares the firmware with the FLOAT encoder to catch it.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ccstae.firmware.convert import FixedFormat, io_formats, project_io_formats
+from ccstae.core.errors import UserError
+
+GXX_FLAGS = ["-O2", "-std=c++17", "-Ifirmware", "-Ifirmware/ap_types", '-DWEIGHTS_DIR="firmware/weights"']
+
+
+class BuildError(RuntimeError):
+    """The generated testbench did not compile: a bug in the generated code or the toolchain."""
+
+
+@dataclass
+class CompareResult:
+    """Firmware vs QKeras on n_patterns patterns. mismatches: (pattern, output, qkeras, firmware)."""
+
+    n_patterns: int
+    n_outputs: int
+    exact_fraction: float
+    mismatches: list = field(default_factory=list)
+    seconds: float = 0.0  # running the firmware (predict, or the testbench executable)
+    build_seconds: float = 0.0  # g++ (run_testbench only; 0 when the executable was up to date)
+
+    @property
+    def exact(self) -> bool:
+        return not self.mismatches
+
+    def report(self, limit: int = 10) -> str:
+        head = (f"{self.n_patterns} patterns x {self.n_outputs} outputs: "
+                f"{100 * self.exact_fraction:.2f} % bit-exact, {len(self.mismatches)} mismatches")
+        rows = [f"  pattern {i} output {j}: qkeras {q!r} firmware {f!r} (diff {f - q:+.3g})"
+                for i, j, q, f in self.mismatches[:limit]]
+        if len(self.mismatches) > limit:
+            rows.append(f"  ... {len(self.mismatches) - limit} more")
+        return "\n".join([head] + rows)
+
+
+def compare_outputs(reference, firmware, seconds: float = 0.0) -> CompareResult:
+    """QKeras outputs vs firmware outputs of the same patterns, bit for bit."""
+    reference = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    firmware = np.asarray(firmware, np.float64).reshape(len(firmware), -1)
+    if reference.shape != firmware.shape:
+        raise ValueError(f"firmware gave {firmware.shape} outputs, QKeras {reference.shape}")
+    bad = np.argwhere(reference != firmware)
+    mismatches = [(int(i), int(j), float(reference[i, j]), float(firmware[i, j])) for i, j in bad]
+    return CompareResult(len(reference), reference.shape[1], float(np.mean(reference == firmware)), mismatches,
+                         seconds)
+
+
+def ensure_compiled(hls_model) -> float:
+    """Compile once per hls model (hls4ml would rebuild the library on every compile() call)."""
+    if getattr(hls_model, "_top_function_lib", None) is not None:
+        return 0.0
+    t0 = time.time()
+    hls_model.compile()
+    return time.time() - t0
+
+
+def predict_firmware(hls_model, x) -> np.ndarray:
+    """Run the compiled C++ on x (N, H, W, C). hls4ml takes C-contiguous float64 to keep every bit."""
+    ensure_compiled(hls_model)
+    x64 = np.ascontiguousarray(np.asarray(x, np.float32), dtype=np.float64)
+    y = hls_model.predict(x64)
+    return np.asarray(y, np.float64).reshape(len(x64), -1)
+
+
+def compare_compiled(hls_model, qencoder, x) -> CompareResult:
+    """hls_model.predict vs qencoder.predict on the same float32 inputs: every output bit-equal?"""
+    x32 = np.asarray(x, np.float32)  # both sides see the same float32 values
+    ensure_compiled(hls_model)
+    t0 = time.time()
+    firmware = predict_firmware(hls_model, x32)
+    seconds = time.time() - t0
+    reference = qencoder.predict(x32, verbose=0, batch_size=256)
+    return compare_outputs(reference, firmware, seconds)
+
+
+def _read_rows(path: Path) -> np.ndarray:
+    rows = [[float(v) for v in line.split()] for line in path.read_text().splitlines() if line.strip()]
+    return np.asarray(rows, np.float64)
+
+
+def build_testbench(prj_dir, rebuild: bool = False) -> float:
+    """g++ the generated testbench into prj_dir/csim; returns seconds (0 when already built)."""
+    prj_dir = Path(prj_dir).resolve()  # the executable is run by absolute path from inside prj_dir
+    exe = prj_dir / "csim"
+    sources = [prj_dir / "myproject_test.cpp", prj_dir / "firmware" / "myproject.cpp"]
+    for s in sources:
+        if not s.exists():
+            raise UserError(f"{prj_dir}: no {s.relative_to(prj_dir)}; convert the encoder first (ccstae.firmware.convert)")
+    if not rebuild and exe.exists() and exe.stat().st_mtime > max(s.stat().st_mtime for s in sources):
+        return 0.0
+    gxx = shutil.which("g++")
+    if gxx is None:
+        raise UserError("g++ not on PATH: install g++ (e.g. apt-get install g++) to build the C testbench")
+    cmd = [gxx, *GXX_FLAGS, "myproject_test.cpp", "firmware/myproject.cpp", "-o", "csim"]
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=prj_dir, capture_output=True, text=True)
+    if proc.returncode != 0:
+        errors = [line for line in proc.stderr.splitlines() if "error" in line]
+        msg = (f"g++ failed to build the testbench in {prj_dir} (exit {proc.returncode}):\n  "
+               + " ".join(cmd) + "\n" + "\n".join(errors[:20] or proc.stderr.splitlines()[-30:]))
+        print(msg, file=sys.stderr)
+        raise BuildError(msg)
+    return time.time() - t0
+
+
+def run_testbench(prj_dir, rebuild: bool = False, timeout: float = 600) -> CompareResult:
+    """Build and run myproject_test.cpp on tb_data/ and compare its log with the expected outputs.
+
+    The log prints ~6 significant digits: both sides are snapped to the output type's LSB
+    grid, read from the project's headers, before comparing.
+    """
+    prj_dir = Path(prj_dir).resolve()  # the executable is run by absolute path from inside prj_dir
+    tb = prj_dir / "tb_data"
+    for name in ("tb_input_features.dat", "tb_output_predictions.dat"):
+        if not (tb / name).exists():
+            raise UserError(f"{tb / name} missing: write it with ccstae.firmware.convert.make_tb_data first")
+    build_s = build_testbench(prj_dir, rebuild)
+    log = tb / "csim_results.log"
+    if log.exists():
+        log.unlink()  # never compare with the log of an earlier run
+    t0 = time.time()
+    proc = subprocess.run([str(prj_dir / "csim")], cwd=prj_dir, capture_output=True, text=True, timeout=timeout)
+    run_s = time.time() - t0
+    if proc.returncode != 0 or not log.exists():
+        raise BuildError(f"testbench in {prj_dir} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}"
+                         f"\n{proc.stderr[-2000:]}")
+    out_fmt = project_io_formats(prj_dir)[1]
+    expected = out_fmt.snap(_read_rows(tb / "tb_output_predictions.dat"))
+    firmware = out_fmt.snap(_read_rows(log))
+    if len(firmware) != len(expected):
+        raise BuildError(f"testbench wrote {len(firmware)} results for {len(expected)} patterns ({log})")
+    result = compare_outputs(expected, firmware, run_s)
+    result.build_seconds = build_s
+    return result
+
+
+def saturation_check(hls_predictions, float_predictions, output_format, tolerance: float = 0.25) -> dict:
+    """Does the firmware's output range clip what the float encoder computes?
+
+    Run it on the noisiest patterns. stuck_fraction: outputs at the type's max or min (the
+    quantizer saturated); max_abs_deviation: firmware vs float. overflow: some output is stuck
+    while the float value lies beyond the range, i.e. a bit-exact but wrong result. tolerance
+    flags deviations larger than quantization alone explains (the inner quantizers also clip).
+    output_format: a FixedFormat, or the hls model (its output variable's type is used). The
+    fairest float reference is ccstae.quant.qmodel.float_twin(qencoder): same (pruned) weights.
+    """
+    if not isinstance(output_format, FixedFormat):
+        output_format = io_formats(output_format)[1]
+    fw = np.asarray(hls_predictions, np.float64).reshape(len(hls_predictions), -1)
+    fl = np.asarray(float_predictions, np.float64).reshape(len(float_predictions), -1)
+    lo, hi = output_format.min, output_format.max
+    stuck = (fw >= hi) | (fw <= lo)
+    beyond = (fl > hi) | (fl < lo)
+    dev = np.abs(fw - fl)
+    return {
+        "n_patterns": int(len(fw)),
+        "output_type": str(output_format),
+        "range": [lo, hi],
+        "stuck_fraction": float(stuck.mean()),
+        "stuck_fraction_per_output": stuck.mean(0).round(6).tolist(),
+        "float_beyond_range_fraction": float(beyond.mean()),
+        "max_abs_deviation": float(dev.max()) if dev.size else 0.0,
+        "mean_abs_deviation": float(dev.mean()) if dev.size else 0.0,
+        "overflow": bool((stuck & beyond).any()),
+        "large_deviation": bool(dev.size and dev.max() > tolerance),
+    }
+
+
+def check_saturation(hls_model, float_encoder, x, tolerance: float = 0.25) -> dict:
+    """saturation_check on x: firmware (compiled) vs the float encoder."""
+    fw = predict_firmware(hls_model, x)
+    fl = float_encoder.predict(np.asarray(x, np.float32), verbose=0, batch_size=256)
+    return saturation_check(fw, fl, io_formats(hls_model)[1], tolerance)
+
+
+def edge_case_patterns(shape, top: float = 1.0, over: float = 4.0) -> np.ndarray:
+    """Patterns every firmware must get right: all zero, all at the top of the nominal input
+    range, beyond the input type (must saturate like QKeras), a single hot pixel, a checkerboard.
+
+    Nothing above 1e3: beyond ~1e5 QKeras itself is off by an LSB (its straight-through trick
+    x + stop_gradient(q(x) - x) rounds in float32), while the firmware saturates correctly."""
+    h, w, c = shape
+    zero = np.zeros(shape)
+    full = np.full(shape, top)
+    hot = zero.copy()
+    hot[h // 2, w // 2] = over
+    checker = (np.indices((h, w)).sum(0) % 2)[..., None] * np.ones(c) * over
+    ramp = np.linspace(0, over, h * w * c).reshape(shape)
+    return np.stack([zero, full, np.full(shape, over), np.full(shape, 1e3), hot, checker, ramp]).astype(np.float32)
+

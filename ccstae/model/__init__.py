@@ -1,0 +1,1 @@
+"""The float CC-ST-AE: preprocessing, network, warps, self-supervised training, health (imports physics, core)."""

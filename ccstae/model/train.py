@@ -1,0 +1,344 @@
+"""Self-supervised training of the CC-ST-AE with noise injection.
+
+No labels: the loss is the cycle loss of ccstae/model/network.py, early stopping and model
+selection use the same loss on held-out probe positions. Ground truth, when a cube has
+it, is never read here.
+
+A run directory holds:
+    config.json        the effective config
+    preprocess.json    pattern size, binning, crop, the input scale s, the central-disk mask and
+                       the measured lattice (symmetry, rotation bound) (ccstae/model/preprocess.py)
+    encoder.h5         the best encoder (lowest validation loss), Keras 2 HDF5
+    reference.npy      the learned reference pattern (encoder input space)
+    history.json       losses per epoch
+    health.json        did the encoder learn anything (ccstae/model/health.py)
+    checkpoints/       the last state (weights, optimizer, epoch) for --resume
+    DONE               written last: the run finished
+"""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from ccstae.model import health, network, preprocess, stn
+from ccstae.physics import lattice, noise
+from ccstae.core.data_io import atomic_path, open_cube, write_json
+from ccstae.core.errors import UserError
+
+NOISE_MODES = ("none", "fixed", "mixed", "curriculum")
+
+
+def validate_train_config(cfg: dict) -> None:
+    t = cfg["train"]
+    if t["noise_mode"] not in NOISE_MODES:
+        raise UserError(f"config train.noise_mode '{t['noise_mode']}' is not one of {', '.join(NOISE_MODES)}")
+    if t["noise_per"] not in ("sample", "batch"):
+        raise UserError("config train.noise_per must be 'sample' or 'batch'")
+    if not t["noise_levels"] or any(not 0 <= w < 1 for w in t["noise_levels"]):
+        raise UserError("config train.noise_levels must be a non-empty list of levels in [0, 1)")
+    for key in ("epochs", "batch_size", "max_patterns"):
+        if int(t[key]) < 1:
+            raise UserError(f"config train.{key} must be >= 1")
+    if not 0 < t["val_fraction"] < 0.5:
+        raise UserError("config train.val_fraction must be in (0, 0.5)")
+    if not 0 <= t["mask_inner"] < t["mask_outer"] <= 0.5:
+        raise UserError("config train: need 0 <= mask_inner < mask_outer <= 0.5")
+    m = cfg["model"]
+    if m["central_mask"] not in preprocess.CENTRAL_MASKS:
+        raise UserError(f"config model.central_mask '{m['central_mask']}' is not one of "
+                        f"{', '.join(preprocess.CENTRAL_MASKS)}")
+    if m["lattice_symmetry"] not in lattice.SYMMETRIES:
+        raise UserError(f"config model.lattice_symmetry '{m['lattice_symmetry']}' is not one of "
+                        f"{', '.join(lattice.SYMMETRIES)}")
+
+
+def noise_levels_for(t: dict, epoch: int, n: int, rng: np.random.Generator):
+    """Per-sample noise levels for one batch of size n at this epoch (None: no noise)."""
+    mode, levels = t["noise_mode"], np.asarray(t["noise_levels"], float)
+    if mode == "none":
+        return None
+    if mode == "fixed":
+        return np.full(n, levels[0])
+    if mode == "curriculum":
+        # Admit levels in increasing order over the first half of training.
+        progress = min(1.0, (epoch + 1) / max(1, t["epochs"] // 2))
+        levels = np.sort(levels)[: max(1, int(np.ceil(progress * len(levels))))]
+    if t["noise_per"] == "batch":
+        return np.full(n, rng.choice(levels))
+    return rng.choice(levels, size=n)
+
+
+def loss_mask(pattern: int, t: dict, prep_mask: dict | None) -> np.ndarray:
+    """The annulus the cycle loss is computed on, (P, P, 1). It ignores the central disk: at least
+    [train] mask_inner of the pattern, and at least one pixel beyond the input's central mask
+    (the warp moves the mask's edge by a fraction of a pixel)."""
+    inner = t["mask_inner"] * pattern
+    if prep_mask and prep_mask.get("kind") == "disk":
+        inner = max(inner, float(prep_mask["radius"]) + 1.0)
+    return stn.annular_mask(pattern, inner, t["mask_outer"] * pattern)
+
+
+def blur_at(t: dict, epoch: int) -> float:
+    frac = min(1.0, epoch / max(1, 0.6 * t["epochs"]))
+    return float(t["blur_start"] + (t["blur_end"] - t["blur_start"]) * frac)
+
+
+def load_patterns(cube_path: Path, t: dict, seed: int, dataset: str | None = None) -> np.ndarray:
+    """All patterns of a small cube, or a random sample of max_patterns from a large one."""
+    with open_cube(cube_path, dataset=dataset) as cube:
+        n = len(cube)
+        if n <= t["max_patterns"]:
+            patterns = np.concatenate([b for _, b in cube.iter_batches(1024)])
+        else:
+            patterns = cube.sample(t["max_patterns"], np.random.default_rng(seed))
+    if not np.all(np.isfinite(patterns)):
+        raise UserError(f"{cube_path}: the cube holds NaN or infinite values")
+    return patterns.astype(np.float32)
+
+
+class Trainer:
+    """Trains a CC-ST-AE. quant/ reuses it for quantization-aware training by handing in its
+    own encoder, the float run's preprocessing parameters (`prep`, its preprocess.json) and
+    reference, per-batch hooks (the pruning step) and a save function."""
+
+    def __init__(self, cfg: dict, patterns: np.ndarray, run_dir: Path, encoder=None, scale=None,
+                 reference=None, batch_hooks=(), save_encoder=None, select_from_epoch: int = 1,
+                 prep: dict | None = None, integer_inputs: preprocess.PreprocessParams | None = None):
+        validate_train_config(cfg)
+        self.cfg, self.t, self.run_dir = cfg, cfg["train"], Path(run_dir)
+        t, m = self.t, cfg["model"]
+        tf.keras.utils.set_random_seed(t["seed"])
+        tf.config.experimental.enable_op_determinism()
+        self.binning, self.crop = int(m["input_binning"]), int(m["input_crop"])
+        self.detector_pattern = patterns.shape[-1]
+        if self.detector_pattern % self.binning:
+            raise UserError(f"config model.input_binning {self.binning} does not divide the "
+                            f"{self.detector_pattern}-pixel patterns")
+        self.pattern = preprocess.input_size(self.detector_pattern, self.binning, self.crop)
+        if self.crop < 0 or self.pattern < 16:
+            raise UserError(f"config model.input_crop {self.crop}: the encoder input would be {self.pattern} pixels"
+                            " (need >= 16)")
+        self.counts, self.gamma = float(cfg["noise"]["counts"]), float(cfg["noise"]["lorentz_gamma"])
+        if prep is None and scale is not None:  # a scale alone: the form before issue 11 (no mask)
+            prep = {"pattern": self.detector_pattern, "binning": self.binning, "crop": self.crop,
+                    "scale": float(scale), "lut": "sqrt", "mask": {"kind": "none"}}
+        if prep is None:
+            prep = self.fit_preprocess(patterns, m, t)
+        self.prep_params = dict(prep)
+        self.scale, self.prep_mask = float(prep["scale"]), prep.get("mask")
+        self.batch_hooks = list(batch_hooks)
+        # Model selection considers epochs from this one on (QAT: once pruning reached its target).
+        self.select_from_epoch = int(select_from_epoch)
+        self.save_encoder = save_encoder or (lambda enc, path: enc.save(path, save_format="h5", include_optimizer=False))
+        # QAT: the encoder's inputs come from the integer front end's reference (counts -> binned
+        # counts -> mask -> LUT), so training sees bit for bit what the firmware will; targets stay float.
+        self.integer_inputs = integer_inputs
+
+        rng = np.random.default_rng(t["seed"])
+        order = rng.permutation(len(patterns))
+        n_val = max(1, int(round(t["val_fraction"] * len(patterns))))
+        self.train_raw, self.val_raw = patterns[order[n_val:]], patterns[order[:n_val]]
+        # The validation set gets fixed noise draws at the training levels, once.
+        val_levels = np.resize(np.asarray(t["noise_levels"] if t["noise_mode"] != "none" else [0.0]), n_val)
+        self.val_in = self.encoder_inputs(self.noisy(self.val_raw, val_levels, np.random.default_rng(t["seed"] + 1)))
+        self.val_target = self.prep(self.val_raw)
+
+        if encoder is None:
+            encoder = network.build_encoder(self.pattern, m["filters"], m["dense"])
+        if reference is None:
+            # Init: the mean of a few training patterns that look alike (the nearest
+            # neighbours of one pattern), i.e. one grain's pattern with noise averaged out.
+            x = self.prep(self.train_raw[: min(len(self.train_raw), 4000)])
+            d = np.mean((x - x[:1]) ** 2, axis=(1, 2, 3))
+            reference = x[np.argsort(d)[:16]].mean(axis=0)
+        if "lattice" not in self.prep_params:
+            self.prep_params["lattice"] = self.fit_lattice(reference[..., 0], m["lattice_symmetry"])
+        self.rot_range = float(self.prep_params["lattice"]["rotation_range"])
+        self.model = network.CCSTAE(encoder, reference, self.rot_range)
+        self.mask = loss_mask(self.pattern, t, self.prep_mask)
+        self.optimizer = tf.keras.optimizers.Adam(t["learning_rate"])
+        self.optimizer.build(self.model.trainable())  # one optimizer for the encoder-only and the full steps
+        self.epoch = tf.Variable(0, dtype=tf.int64)
+        self.best_val = tf.Variable(np.inf, dtype=tf.float64)
+        self.ckpt = tf.train.Checkpoint(encoder=encoder, reference=self.model.reference_logit,
+                                        optimizer=self.optimizer, epoch=self.epoch, best_val=self.best_val)
+        self.manager = tf.train.CheckpointManager(self.ckpt, str(self.run_dir / "checkpoints"), max_to_keep=2)
+
+    def fit_preprocess(self, patterns, m, t) -> dict:
+        """Measure the preprocessing on a sample of the training patterns. s comes from that
+        sample with the strongest training noise injected, so noisy inputs do not saturate
+        the input quantizer."""
+        sample = patterns[:: max(1, len(patterns) // 2000)]
+        levels = [0.0] if t["noise_mode"] == "none" else t["noise_levels"]
+        noisy = self.noisy(sample, np.full(len(sample), max(levels)), np.random.default_rng(t["seed"] + 7))
+        try:
+            return preprocess.fit_preprocess(sample, self.binning, self.crop, m["central_mask"], scale_patterns=noisy)
+        except ValueError as e:
+            raise UserError(f"training patterns: {e}") from None
+
+    @staticmethod
+    def fit_lattice(reference: np.ndarray, configured: str) -> dict:
+        measured, corr = lattice.measure_symmetry(reference)
+        symmetry = measured if configured == "auto" else configured
+        return {"symmetry": symmetry, "configured": configured, "measured": measured,
+                "rotation_correlation": {str(k): round(v, 4) for k, v in corr.items()},
+                "rotation_range": network.rotation_range(symmetry)}
+
+    def noisy(self, raw, levels, rng):
+        if levels is None:
+            return raw
+        return noise.add_noise(raw, levels, self.counts, rng, gamma_frac=self.gamma)
+
+    def prep(self, raw):
+        return preprocess.preprocess(raw, self.scale, self.binning, self.crop, self.prep_mask)
+
+    def encoder_inputs(self, raw):
+        if self.integer_inputs is None:
+            return self.prep(raw)
+        return preprocess.preprocess_integer(raw, self.integer_inputs)
+
+    @tf.function
+    def _step(self, x_in, x_target, sigma, mask):
+        with tf.GradientTape() as tape:
+            losses = self.model.losses(x_in, x_target, sigma, mask, training=True)
+        variables = self.model.trainable()
+        grads = tape.gradient(losses["total"], variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return losses
+
+    @tf.function
+    def _step_encoder(self, x_in, x_target, sigma, mask):
+        """A step with the reference held: it stays the sharp pattern it was initialised to."""
+        with tf.GradientTape() as tape:
+            losses = self.model.losses(x_in, x_target, sigma, mask, training=True)
+        variables = self.model.encoder.trainable_variables
+        grads = tape.gradient(losses["total"], variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return losses
+
+    @tf.function
+    def _eval(self, x_in, x_target, sigma, mask):
+        return self.model.losses(x_in, x_target, sigma, mask)
+
+    def validation_loss(self) -> float:
+        sigma = tf.constant(self.t["blur_end"], tf.float32)
+        totals = []
+        for i in range(0, len(self.val_in), 256):
+            losses = self._eval(self.val_in[i:i + 256], self.val_target[i:i + 256], sigma, self.mask)
+            totals.append(float(losses["cycle_ref"] + losses["cycle_pattern"]) * len(self.val_in[i:i + 256]))
+        return sum(totals) / len(self.val_in)
+
+    def fit(self, resume: bool = False, progress: bool = True) -> dict:
+        t, run = self.t, self.run_dir
+        history_path = run / "history.json"
+        history = []
+        if resume:
+            if self.manager.latest_checkpoint is None:
+                raise UserError(f"{run}: nothing to resume (no checkpoint in {run / 'checkpoints'})")
+            self.ckpt.restore(self.manager.latest_checkpoint)
+            history = json.loads(history_path.read_text()) if history_path.exists() else []
+            history = history[: int(self.epoch.numpy())]
+        self.write_static()
+        bs, stale = t["batch_size"], 0
+        n_batches = int(np.ceil(len(self.train_raw) / bs))
+        start = int(self.epoch.numpy())
+        bar = tqdm(total=t["epochs"] * n_batches, initial=start * n_batches, disable=not progress,
+                   desc="train", unit="batch", dynamic_ncols=True)
+        for epoch in range(start, t["epochs"]):
+            rng = np.random.default_rng([t["seed"], epoch])  # per epoch: resume draws the same noise
+            sigma = tf.constant(blur_at(t, epoch), tf.float32)
+            order = rng.permutation(len(self.train_raw))
+            t0, sums = time.time(), {}
+            for b in range(n_batches):
+                raw = self.train_raw[order[b * bs:(b + 1) * bs]]
+                x_in = self.encoder_inputs(self.noisy(raw, noise_levels_for(t, epoch, len(raw), rng), rng))
+                for hook in self.batch_hooks:
+                    hook(epoch * n_batches + b)
+                step = self._step_encoder if epoch < t["reference_freeze"] * t["epochs"] else self._step
+                losses = step(x_in, self.prep(raw), sigma, self.mask)
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) / n_batches
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{float(losses['total']):.4g}")
+            val = self.validation_loss()
+            improved = epoch + 1 >= self.select_from_epoch and val < float(self.best_val.numpy())
+            if improved:
+                self.best_val.assign(val)
+                self.save_best()
+            history.append({"epoch": epoch + 1, "blur": float(sigma), "val_loss": val,
+                            "seconds": time.time() - t0, **sums})
+            # The history first, then the checkpoint: a run killed between the two resumes from
+            # the previous checkpoint and redoes this epoch, where the other order lost its entry.
+            write_json(history_path, history)
+            self.epoch.assign(epoch + 1)
+            self.manager.save()
+            eligible = epoch + 1 >= self.select_from_epoch
+            stale = 0 if improved or not eligible else stale + 1  # only selectable epochs wear out patience
+            # Patience counts only once the blur schedule has settled: earlier losses are
+            # measured at another blur and are not comparable.
+            if epoch + 1 > 0.6 * t["epochs"] and stale >= t["patience"]:
+                break
+        bar.close()
+        if not (run / "encoder.h5").exists():  # no epoch was eligible for selection: keep the last
+            self.save_best()
+        report = self.health()
+        write_json(run / "health.json", report)
+        write_json(run / "DONE", {"epochs": int(self.epoch.numpy()), "best_val_loss": float(self.best_val.numpy())})
+        return {"history": history, "best_val_loss": float(self.best_val.numpy()), "health": report}
+
+    def health(self) -> dict:
+        """Did the best encoder learn anything? (ccstae/model/health.py) On the validation patterns."""
+        last = self.model.encoder.get_weights(), self.model.reference_logit.numpy()
+        if getattr(self, "_best", None) is not None:
+            self.model.encoder.set_weights(self._best[0])
+            self.model.reference_logit.assign(self._best[1])
+        level = max(self.t["noise_levels"]) if self.t["noise_mode"] != "none" else 0.0
+        try:
+            return health.training_health(self.model, self.val_raw, self.prep, self.noisy, self.mask,
+                                          float(self.t["blur_end"]), level, seed=int(self.t["seed"]))
+        finally:
+            self.model.encoder.set_weights(last[0])
+            self.model.reference_logit.assign(last[1])
+
+    def write_static(self):
+        run = self.run_dir
+        run.mkdir(parents=True, exist_ok=True)
+        write_json(run / "config.json", self.cfg)
+        pre = dict(self.prep_params)
+        if self.integer_inputs is not None:
+            pre.update(self.integer_inputs.to_json(), input_path="counts")
+        write_json(run / "preprocess.json", pre)
+
+    def save_best(self):
+        run = self.run_dir
+        # Keras 2.14 warns on every HDF5 save (legacy format, metrics not built): nothing a user can
+        # act on, and it broke the progress bar once per improving epoch.
+        logger, level = tf.get_logger(), tf.get_logger().level
+        with atomic_path(run / "encoder.h5", overwrite=True) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logger.setLevel("ERROR")
+            try:
+                self.save_encoder(self.model.encoder, tmp)
+            finally:
+                logger.setLevel(level)
+        self._best = self.model.encoder.get_weights(), self.model.reference_logit.numpy()
+        with atomic_path(run / "reference.npy", overwrite=True) as tmp, open(tmp, "wb") as f:
+            np.save(f, self.model.reference.numpy())
+
+
+def train(cfg: dict, cube_path: Path, run_dir: Path, resume: bool = False, progress: bool = True,
+          dataset: str | None = None) -> dict:
+    run_dir = Path(run_dir)
+    if (run_dir / "DONE").exists() and not resume:
+        raise UserError(f"{run_dir}: a finished run is already there (choose another --out)")
+    patterns = load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset)
+    trainer = Trainer(cfg, patterns, run_dir)
+    trainer.write_static()
+    write_json(run_dir / "input.json", {"cube": str(Path(cube_path).resolve()), "dataset": dataset})
+    return trainer.fit(resume=resume, progress=progress)

@@ -1,0 +1,1 @@
+"""Simulated 4D-STEM: samples, crystals, the kinematic and multislice engines, noise, strain geometry (imports core)."""

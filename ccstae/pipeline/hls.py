@@ -1,0 +1,319 @@
+"""`make hls`: the whole pipeline on one config, each stage skipped when its result exists.
+
+    simulate (training sample + noisy test scans) -> train (float) -> quantize + prune
+    -> hls4ml conversion -> C-simulation two ways -> strain accuracy -> summary.json
+
+Outputs: data/<name>/ (cubes named by their key), runs/<name>/float and runs/<name>/<variant>
+(runs), hls_projects/<name>-<variant>/ (the HLS project, tb_data, summary.json). Which stages
+are current, and why, is ccstae/pipeline/stages.py's business.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ccstae.firmware import convert, csim, frontend, frontend_estimate
+from ccstae.pipeline import stages
+from ccstae.firmware import estimate as E
+from ccstae.model import health
+from ccstae.core.config import load_config
+from ccstae.core.data_io import open_cube, write_json
+from ccstae.analysis.evaluate import maps_from_raw, truth_maps
+from ccstae.analysis.floor import bayes_floor, cube_noise_floor
+from ccstae.core.errors import UserError
+from ccstae.model.run import check_pattern_size, load_run
+from ccstae.physics.strain import MAPS, flat_map_mae, mae, save_maps_png
+from ccstae.quant import qat, qmodel
+
+
+class Stopwatch:
+    def __init__(self):
+        self.times = {}
+
+    def __call__(self, name):
+        watch = self
+
+        class Lap:
+            def __enter__(self):
+                self.t0 = time.time()
+                print(f"== {name}", flush=True)
+
+            def __exit__(self, *exc):
+                watch.times[name] = round(time.time() - self.t0, 1)
+                if exc[0] is None:
+                    print(f"   {name}: {watch.times[name]:.1f} s", flush=True)
+
+        return Lap()
+
+
+def project_dir(config, root: Path = Path(".")) -> Path:
+    """The HLS project folder `ccstae hls` makes for a config."""
+    cfg = load_config(config) if not isinstance(config, dict) else config
+    spec = convert.FirmwareSpec.from_config(cfg["firmware"])
+    variant = qat.variant_name(qat.quant_config(cfg))
+    return Path(root) / "hls_projects" / f"{cfg['name']}-{variant}-rf{spec.reuse_factor}-{spec.io_type.replace('io_', '')}"
+
+
+def run_pipeline(config="default", root: Path = Path("."), progress: bool = True) -> dict:
+    """Every stage of `make hls` on one config (ccstae/pipeline/stages.py keeps what is current)."""
+    cfg = load_config(config) if not isinstance(config, dict) else config
+    name = cfg["name"]
+    root = Path(root)
+    watch = Stopwatch()
+    t_start = time.time()
+
+    with watch("simulate"):
+        data = stages.ensure_data(cfg, root / "data" / name, progress)
+    with watch("train float CC-ST-AE"):
+        float_run = stages.ensure_float(cfg, data.outputs["train"], root / "runs" / name / "float", progress)
+    with watch("quantize + prune (QAT)"):
+        q_run = stages.ensure_qat(cfg, float_run, root / "runs" / name / qat.variant_name(qat.quant_config(cfg)),
+                                  progress)
+
+    prj = project_dir(cfg, root)
+
+    def build():
+        summary = firmware_stage(cfg, float_run.path, q_run.path, prj, data.outputs["tests"], watch)
+        write_json(prj / "summary.json", summary)  # last: it marks the stage finished
+        return summary
+
+    fw = stages.ensure_firmware(cfg, data, float_run, q_run, prj, build)
+    if fw.ran:
+        summary = fw.outputs["result"]
+    else:
+        print(f"== firmware: {prj} is up to date (delete its stage.json to redo it)")
+        summary = json.loads((prj / "summary.json").read_text())
+        summary["times_s"] = {**watch.times, "firmware (reused)": 0.0}
+    summary["stages"] = {r.stage: {"path": str(r.path), "key": r.key, "ran": r.ran, "seconds": r.seconds}
+                         for r in (data, float_run, q_run, fw)}
+    summary["times_s"]["total"] = round(time.time() - t_start, 1)
+    write_json(prj / "summary.json", summary)
+    print(format_summary(summary))
+    return summary
+
+
+def problems(summary: dict) -> list[str]:
+    """What makes `make hls` fail: C-simulations not bit-exact, an output range that clips."""
+    c, sat = summary["csim"], summary["saturation"]
+    out = []
+    if c["exact_fraction"] != 1.0:
+        out.append(f"C-simulation 1 is not bit-exact ({100 * c['exact_fraction']:.4f} % of outputs)")
+    if c["testbench_exact_fraction"] != 1.0:
+        out.append(f"C-simulation 2 (testbench) is not bit-exact ({100 * c['testbench_exact_fraction']:.4f} %)")
+    for key, what in (("frontend_exact_fraction", "front end, ctypes library"),
+                      ("frontend_testbench_exact_fraction", "front end, testbench")):
+        if c.get(key, 1.0) != 1.0:
+            out.append(f"C-simulation of the {what} from raw counts is not bit-exact ({100 * c[key]:.4f} %)")
+    if sat["overflow"]:
+        out.append(f"output overflow: {100 * sat['stuck_fraction']:.2f} % of outputs stuck at the "
+                   f"{sat['output_type']} limits while the float twin lies beyond them")
+    if sat.get("large_deviation"):
+        out.append(f"large deviation from the float twin: max {sat['max_abs_deviation']:.3g} "
+                   "(the fixed-point ranges clip)")
+    return out
+
+
+def convert_run(q_dir, prj, firmware_overrides: dict, cube=None, root: Path = Path(".")) -> dict:
+    """`ccstae convert`: the firmware stage for a quantized run, on the simulated test scans of its
+    config (or on a user's cube, then without strain accuracy unless it has ground truth)."""
+    q_dir = Path(q_dir)
+    if not (q_dir / "quant.json").exists():
+        raise UserError(f"{q_dir}: not a quantized run (no quant.json); make one with `ccstae quantize`")
+    cfg = json.loads((q_dir / "config.json").read_text())
+    cfg["firmware"] = dict(cfg["firmware"], **firmware_overrides)
+    float_dir = Path(json.loads((q_dir / "input.json").read_text())["float_run"])
+    if cube is not None:
+        tests = {"input": Path(cube)}
+    else:
+        tests = stages.ensure_data(cfg, Path(root) / "data" / cfg["name"], progress=True).outputs["tests"]
+    summary = firmware_stage(cfg, float_dir, q_dir, Path(prj), tests, Stopwatch())
+    write_json(Path(prj) / "summary.json", summary)
+    c = summary["csim"]
+    exact = all(c[k] == 1.0 for k in ("exact_fraction", "testbench_exact_fraction", "frontend_exact_fraction",
+                                      "frontend_testbench_exact_fraction"))
+    return {"text": format_summary(summary), "exact": exact}
+
+
+def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: dict, watch: Stopwatch) -> dict:
+    """Convert, compile, run every test pattern through float, QKeras and firmware, check both
+    C-simulations and the saturation, measure strain accuracy. tests: {noise level: cube}."""
+    float_run = load_run(float_dir)
+    q_run = load_run(q_dir, load_encoder=qmodel.load_qencoder)
+    qenc = q_run.encoder
+    spec = convert.FirmwareSpec.from_config(cfg["firmware"])
+    with watch("hls4ml convert + compile"):
+        hls_model = convert.convert(qenc, spec, prj)
+        csim.ensure_compiled(hls_model)
+    est = E.estimate(hls_model, spec.clock_period_ns)
+
+    # Every test pattern through the float encoder, the QKeras encoder and the firmware
+    # (path 1: hls4ml's compiled C++), the last two compared bit for bit.
+    raw = {"float": {}, "quantized": {}, "firmware": {}}
+    checks, tb_inputs = [], []
+    per_level = int(cfg["firmware"]["csim_patterns_per_level"])
+    with watch("C-simulation 1: hls4ml compile + predict vs QKeras"):
+        for w, path in tests.items():
+            out = {label: [] for label in raw}
+            with open_cube(path) as cube:
+                check_pattern_size(cube, q_run.pattern)
+                scan, n = cube.shape[:2], len(cube)
+                tb_index = set(np.linspace(0, n - 1, min(per_level, n)).astype(int).tolist())
+                for start, patterns in cube.iter_batches(1024):  # streamed: any cube size
+                    x = q_run.inputs(patterns)
+                    out["float"].append(float_run.encoder.predict(float_run.inputs(patterns), batch_size=256,
+                                                                  verbose=0))
+                    out["quantized"].append(qenc.predict(x, batch_size=256, verbose=0))
+                    out["firmware"].append(csim.predict_firmware(hls_model, x))
+                    tb_inputs.append(x[[i - start for i in range(start, start + len(x)) if i in tb_index]])
+            for label in raw:
+                raw[label][w] = np.concatenate(out[label]).reshape(*scan, 4)
+            checks.append((level_name(w), csim.compare_outputs(raw["quantized"][w].reshape(-1, 4),
+                                                               raw["firmware"][w].reshape(-1, 4))))
+        edges = csim.edge_case_patterns(x.shape[1:])
+        checks.append(("edge cases", csim.compare_compiled(hls_model, qenc, edges)))
+    n_checked = sum(r.n_patterns for _, r in checks)
+    exact_fraction = sum(r.exact_fraction * r.n_patterns for _, r in checks) / n_checked
+    mismatches = [f"{label}: pattern {i} output {j}: qkeras {q!r} firmware {f!r}"
+                  for label, r in checks for i, j, q, f in r.mismatches[:5]]
+
+    with watch("C-simulation 2: generated testbench (g++)"):
+        convert.make_tb_data(prj, qenc, np.concatenate(tb_inputs + [edges]))
+        tb = csim.run_testbench(prj)
+
+    with watch("C-simulation of the front end (raw counts): ctypes library + g++ testbench"):
+        fw = {**load_config("default")["firmware"], **cfg["firmware"]}  # runs saved before the front end
+        front = frontend.check_frontend(q_run, prj, tests, int(fw["frontend_patterns_per_level"]),
+                                        int(fw["frontend_pixels_per_clock"]), level_name)
+        front["estimate"] = frontend_estimate.summary(front["geometry"], est)
+
+    with watch("strain accuracy"):
+        rot = float_run.rot_range  # the rotation bound follows the lattice symmetry
+        accuracy = {label: {} for label in raw}
+        skill = {"flat map": {}, "noise floor": {}, "centroids": {}, "Bayes bound": {}}
+        truths = {}
+        for w, path in tests.items():
+            with open_cube(path) as cube:
+                if cube.ground_truth is not None:
+                    truths[w] = truth_maps(cube.ground_truth)
+            for label in raw:
+                if w in truths:
+                    accuracy[label][level_name(w)] = mae(maps_from_raw(raw[label][w], rot_range=rot), truths[w], 2 * rot)
+            if w in truths:  # what no skill scores, and what shot noise leaves to the best estimator
+                skill["flat map"][level_name(w)] = flat_map_mae(truths[w], 2 * rot)
+                floor = cube_noise_floor(path)
+                if floor is not None:
+                    skill["noise floor"][level_name(w)] = {k: v for k, v in floor.items() if k != "centroid"}
+                    skill["centroids"][level_name(w)] = floor["centroid"]
+                    skill["Bayes bound"][level_name(w)] = bayes_floor(floor, truths[w])
+        # Bit-exact with QKeras is not enough: a too-narrow fixed-point range would clip both
+        # alike. Compare the firmware with the float twin of the quantized encoder (same pruned
+        # weights, no quantizers) on the noisiest test patterns.
+        w_hi = max(tests, key=lambda w: w if isinstance(w, float) else -1)
+        with open_cube(tests[w_hi]) as cube:
+            n_hi = min(len(cube), 1024)
+            x_hi = q_run.inputs(cube.read_patterns(np.arange(n_hi)))
+        saturation = csim.saturation_check(raw["firmware"][w_hi].reshape(-1, 4)[:n_hi],
+                                           qmodel.float_twin(qenc).predict(x_hi, verbose=0), hls_model)
+        maps = {"float": maps_from_raw(raw["float"][w_hi], rot_range=rot),
+                "firmware": maps_from_raw(raw["firmware"][w_hi], rot_range=rot)}
+        if w_hi in truths:
+            maps = {"truth": truths[w_hi], **maps}
+        save_maps_png(prj / "strain_maps.png", maps, title=f"{cfg['name']}: strain maps, {level_name(w_hi)}")
+
+    summary = {
+        "config": cfg["name"],
+        "variant": {"name": q_dir.name, "bits": cfg["quant"]["weight_bits"], "sparsity": cfg["quant"]["sparsity"],
+                    "achieved_sparsity": json.loads((q_dir / "quant.json").read_text())["sparsity"],
+                    "reuse_factor": spec.reuse_factor, "strategy": spec.strategy, "io_type": spec.io_type,
+                    "backend": spec.backend, "part": spec.part, "clock_period_ns": spec.clock_period_ns},
+        "csim": {"patterns": n_checked, "exact_fraction": exact_fraction, "mismatches": mismatches,
+                 "per_check": {label: {"patterns": r.n_patterns, "exact_fraction": r.exact_fraction}
+                               for label, r in checks},
+                 "testbench_patterns": tb.n_patterns, "testbench_exact_fraction": tb.exact_fraction,
+                 "testbench_mismatches": [f"pattern {i} output {j}: qkeras {q!r} firmware {f!r}"
+                                          for i, j, q, f in tb.mismatches[:10]],
+                 "frontend_patterns": front["patterns"], "frontend_exact_fraction": front["exact_fraction"],
+                 "frontend_testbench_patterns": front["testbench_patterns"],
+                 "frontend_testbench_exact_fraction": front["testbench_exact_fraction"]},
+        "frontend": front,
+        "saturation": saturation,
+        # Resources and cycles with their leave-one-out error bars (ccstae/firmware/estimate.py).
+        "estimate": {k: est[k] for k in ("kind", "part", "io_type", "clock_period_ns", "latency_cycles", "ii_cycles",
+                                         "latency_us", "patterns_per_s", "error_bars", "features")}
+                    | {"total": {r: est["total"][r] for r in E.RESOURCES}, "summary": E.summary_line(est)},
+        "accuracy": accuracy,
+        # Beside every MAE: a flat map's (no skill), the shot-noise (Cramer-Rao) floor, what
+        # Bragg-disk centroids reach with the same electrons, and the Bayes bound (ccstae/analysis/floor.py).
+        "skill_lines": skill,
+        # ccstae/model/health.py: strain spread across each test scan; below health.FLAT_STRAIN the maps are flat
+        "signal": {label: {level_name(w): health.map_signal(r, rot) for w, r in raw[label].items()} for label in raw},
+        "accuracy_units": {"exx": "strain", "eyy": "strain", "exy": "strain", "theta": "degrees"},
+        "times_s": dict(watch.times),
+        "project": str(prj),
+    }
+    return summary
+
+
+
+def _frontend_lines(s: dict) -> list:
+    """Per camera: does front end + encoder keep up at the raw pixel rate (estimates)."""
+    est = (s.get("frontend") or {}).get("estimate")
+    if not est:
+        return []
+    lines = [f"front end + encoder ({est['kind']}): per camera, raw px/clock needed -> built, keeps up raw/binned, "
+             f"largest share of xcku115"]
+    for r in est["detectors"]:
+        if "total" in r:
+            frac = r["part_fraction"]
+            worst = max(frac, key=lambda k: frac[k] or 0)
+            lines.append(f"  {r['detector']:<24} {r['raw_pixels']}x{r['raw_pixels']} b{r['binning']}: "
+                         f"{r['needed_pixels_per_clock']:.2f} -> {r['pixels_per_clock']} px/clock, "
+                         f"{r['patterns_per_s']:,.0f} patterns/s, raw {'yes' if r['keeps_up_raw'] else 'NO'}, "
+                         f"binned {'yes' if r['keeps_up_binned'] else 'NO'}, {100 * frac[worst]:.1f} % {worst}")
+    return lines
+
+
+def level_name(w) -> str:
+    return f"w={w:g}" if isinstance(w, float) else str(w)
+
+
+def format_summary(s: dict) -> str:
+    v, c = s["variant"], s["csim"]
+    lines = [f"\n{s['config']}: {v['name']} ({v['bits']}-bit, {100 * v['sparsity']:.0f} % pruned), "
+             f"{v['io_type']}, reuse {v['reuse_factor']}, {v['backend']} {v['part']} @ {1000 / v['clock_period_ns']:.0f} MHz",
+             f"C-sim 1 (hls4ml predict vs QKeras): {c['patterns']} patterns, {100 * c['exact_fraction']:.2f} % of outputs bit-exact",
+             f"C-sim 2 (myproject_test.cpp, g++):  {c['testbench_patterns']} patterns, "
+             f"{100 * c['testbench_exact_fraction']:.2f} % bit-exact",
+             *([f"front end from raw counts (ccstae_top) vs integer preprocessing + QKeras: ctypes "
+                f"{c['frontend_patterns']} patterns {100 * c['frontend_exact_fraction']:.2f} %, testbench "
+                f"{c['frontend_testbench_patterns']} patterns {100 * c['frontend_testbench_exact_fraction']:.2f} % "
+                f"bit-exact"] if "frontend_patterns" in c else []),
+             *_frontend_lines(s),
+             f"saturation vs float twin at the noisiest level: {100 * s['saturation']['stuck_fraction']:.2f} % "
+             f"of outputs at the {s['saturation']['output_type']} limits, max deviation "
+             f"{s['saturation']['max_abs_deviation']:.3g}{'  OVERFLOW' if s['saturation']['overflow'] else ''}",
+             f"resources: {s['estimate']['summary']}" if s.get("estimate") else "resources: (not estimated)",
+             "", "strain MAE (theta in degrees) per test noise level w:",
+             f"{'w':>5} {'model':>11} " + " ".join(f"{k:>8}" for k in MAPS)]
+    fw_signal = {w: v["signal"] for w, v in s.get("signal", {}).get("firmware", {}).items()}
+    if fw_signal:
+        lines.insert(-2, "signal (firmware strain spread across the scan; flat below "
+                     f"{health.FLAT_STRAIN:g}): " + ", ".join(f"{w} {v:.3g}" for w, v in fw_signal.items()))
+    if not s["accuracy"]["float"]:
+        lines.append("  (no ground truth in the test cubes)")
+    for w in s["accuracy"]["float"]:
+        for label in ("float", "quantized", "firmware"):
+            m = s["accuracy"][label][w]
+            lines.append(f"{w:>5} {label:>11} " + " ".join(f"{m[k]:8.5f}" if k != "theta" else f"{m[k]:8.3f}" for k in MAPS))
+        for label, per_level in s.get("skill_lines", {}).items():
+            if w in per_level:
+                m = per_level[w]
+                lines.append(f"{w:>5} {label:>11} " + " ".join(
+                    f"{'-':>8}" if k not in m else (f"{m[k]:8.5f}" if k != "theta" else f"{m[k]:8.3f}") for k in MAPS)
+                    + (f"  ({m['bragg_counts']:,.0f} e in the Bragg disks)" if "bragg_counts" in m else ""))
+    lines.append("\ntimes (s): " + ", ".join(f"{k} {v}" for k, v in s["times_s"].items()))
+    lines.append(f"wrote {s['project']}/summary.json")
+    return "\n".join(lines)

@@ -1,1 +1,0 @@
-"""hls4ml conversion, C-simulation, resource estimates and reports (imports model and quant)."""

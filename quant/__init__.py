@@ -1,1 +1,0 @@
-"""QKeras encoder: quantization-aware training and pruning of the float encoder (imports model)."""
