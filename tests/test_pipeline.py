@@ -136,7 +136,8 @@ def test_stage_keys_follow_package_versions_and_source_files(monkeypatch):
     monkeypatch.setattr(stages, "package_version", lambda p: "9.9" if p == "tensorflow" else real(p))
     assert stages.key_of(stages.float_description(cfg, train)) != key
     monkeypatch.setattr(stages, "package_version", real)
-    monkeypatch.setitem(stages.SOURCES, "float", stages.SOURCES["float"] + ["ccstae/model/run.py"])
+    assert "ccstae/model/run.py" not in stages.float_description(cfg, train)["sources"]
+    monkeypatch.setitem(stages.CODE, "float", stages.CODE["float"] + ("ccstae.model.run",))
     assert stages.key_of(stages.float_description(cfg, train)) != key
     assert "ccstae/model/run.py" in stages.float_description(cfg, train)["sources"]
 

@@ -32,24 +32,21 @@ from importlib import metadata
 from pathlib import Path
 
 from ccstae.core.data_io import write_json
+from ccstae.pipeline.closure import closure
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository root (ccstae/pipeline/stages.py)
 STAGE_FILE = "stage.json"
 
-# The project's own code each stage runs (globs, relative to the repository root; a module that
-# does not exist yet simply adds nothing). Edit one and the stage, and every later one, is redone.
-SOURCES = {
-    "data": ["ccstae/physics/simulate.py", "ccstae/physics/multislice.py", "ccstae/physics/sample.py", "ccstae/physics/crystal.py", "ccstae/physics/lattice.py",
-             "ccstae/physics/noise.py", "ccstae/physics/strain.py"],
-    "float": ["ccstae/model/train.py", "ccstae/model/network.py", "ccstae/model/stn.py", "ccstae/model/preprocess.py", "ccstae/physics/noise.py",
-              "ccstae/physics/lattice.py", "ccstae/model/health.py"],
-    "qat": ["ccstae/quant/qat.py", "ccstae/quant/qmodel.py", "ccstae/quant/prune.py"],  # and the float run's code (its key)
-    "firmware": ["ccstae/firmware/convert.py", "ccstae/firmware/csim.py", "ccstae/pipeline/hls.py", "ccstae/pipeline/stages.py",
-                 "ccstae/firmware/estimate.py", "ccstae/firmware/hardware.py", "ccstae/firmware/calibration.py", "ccstae/firmware/calibration/*",
-                 "ccstae/quant/qmodel.py", "ccstae/analysis/evaluate.py", "ccstae/physics/strain.py", "ccstae/model/preprocess.py", "ccstae/model/run.py",
-                 "ccstae/model/health.py", "ccstae/analysis/floor.py", "ccstae/firmware/frontend.py", "ccstae/firmware/frontend/*",
-                 "ccstae/firmware/frontend_estimate.py"],
+# The project's own code each stage runs: the modules named here and every ccstae module they import
+# (ccstae/pipeline/closure.py), plus the non-Python files the stage reads (globs from the repository
+# root). Edit any of them and the stage, and every later one, is redone.
+CODE = {
+    "data": ("ccstae.physics.simulate",),
+    "float": ("ccstae.model.train",),
+    "qat": ("ccstae.quant.qat",),
+    "firmware": ("ccstae.pipeline.hls",),
 }
+FILES = {"firmware": ("ccstae/firmware/calibration/*", "ccstae/firmware/frontend/*")}
 PACKAGES = {
     "data": ("numpy", "scipy", "h5py"),
     "float": ("numpy", "tensorflow", "h5py"),
@@ -82,10 +79,16 @@ def package_version(name: str) -> str:
         return "absent"
 
 
-def source_hashes(patterns) -> dict:
-    """{relative path: sha256} of the project's files matching the globs."""
-    files = sorted({p for pat in patterns for p in ROOT.glob(pat) if p.is_file()})
-    return {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+def source_hashes(modules=(), patterns=()) -> dict:
+    """{relative path: sha256} of the import closure of `modules` and the files matching the globs."""
+    files = set(closure(tuple(modules))) | {p for pat in patterns for p in ROOT.glob(pat) if p.is_file()}
+    return {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}
+
+
+def stage_sources(names) -> dict:
+    """source_hashes of stages (by name: CODE and FILES) and of modules (by dotted name)."""
+    modules = [m for n in names for m in (CODE.get(n, ()) if n in CODE or n in FILES else (n,))]
+    return source_hashes(modules, [g for n in names for g in FILES.get(n, ())])
 
 
 def file_sha256(path) -> str:
@@ -100,15 +103,16 @@ def uses_abtem(cfg: dict) -> bool:
     return cfg.get("simulate", {}).get("engine", "kinematic") == "multislice"
 
 
-def made_from(stage: str, cfg: dict, config: dict, inputs: dict, extra_sources=(), extra_packages=()) -> dict:
-    """The full description a stage's key hashes. config: {section: values} it reads."""
+def made_from(stage: str, cfg: dict, config: dict, inputs: dict, extra_code=(), extra_packages=()) -> dict:
+    """The full description a stage's key hashes. config: {section: values} it reads; extra_code:
+    stage names (their code and files) or module names whose code the result also depends on."""
     packages = list(PACKAGES.get(stage, ())) + list(extra_packages)
     if uses_abtem(cfg):
         packages += ["abtem", "ase"]
     return json.loads(json.dumps({
         "stage": stage, "config": config, "inputs": inputs,
         "packages": {p: package_version(p) for p in sorted(set(packages))},
-        "sources": source_hashes(list(SOURCES.get(stage, ())) + list(extra_sources)),
+        "sources": stage_sources([*([stage] if stage in CODE or stage in FILES else []), *extra_code]),
     }, default=str))
 
 
@@ -293,14 +297,14 @@ def ensure_qat(cfg: dict, float_run: StageResult, q_dir: Path, progress: bool = 
 # ----------------------------------------------------------------------------- firmware
 
 def firmware_description(cfg: dict, data: StageResult, float_run: StageResult, q_run: StageResult,
-                         extra_config: dict | None = None, extra_sources=()) -> dict:
+                         extra_config: dict | None = None, extra_code=()) -> dict:
     from ccstae.model.run import encoder_fingerprint
 
     config = {"quant": cfg["quant"], "firmware": cfg["firmware"], "noise": cfg["noise"], **(extra_config or {})}
     return made_from("firmware", cfg, config,
                      {"data": data.key, "float_run": float_run.key, "quant_run": q_run.key,
                       "float_encoder_sha256": encoder_fingerprint(float_run.path),
-                      "encoder_sha256": encoder_fingerprint(q_run.path)}, extra_sources=extra_sources)
+                      "encoder_sha256": encoder_fingerprint(q_run.path)}, extra_code=extra_code)
 
 
 def generated_sources(prj: Path) -> list[str]:

@@ -135,14 +135,12 @@ def cell_key(cfg: dict, s: dict, regime: dict, train_key: str, cubes: list) -> s
     config = {k: c[k] for k in ("simulate", "noise", "model", "train", "quant", "firmware")}
     config["robustness"] = {k: s[k] for k in ("models", "firmware_patterns")}
     config["regime"] = regime
-    sources = [g for stage in ("data", "float", "qat") for g in stages.SOURCES[stage]]
-    sources += ["ccstae/studies/robustness_eval.py", "ccstae/firmware/convert.py", "ccstae/firmware/csim.py", "ccstae/quant/qmodel.py",
-                "ccstae/analysis/evaluate.py", "ccstae/physics/strain.py", "ccstae/analysis/baseline.py"]
+    code = ["data", "float", "qat", "ccstae.studies.robustness_eval", "ccstae.analysis.baseline"]
     packages = ["tensorflow", "qkeras", "hls4ml", "tensorflow-model-optimization"]
     if regime["mode"] == BASELINE:
         packages.append("py4DSTEM")
     inputs = {"train_cube": train_key, "cubes": sorted(c["key"] for c in cubes if c.get("key"))}
-    return stages.key_of(stages.made_from("cell", c, config, inputs, extra_sources=sources,
+    return stages.key_of(stages.made_from("cell", c, config, inputs, extra_code=code,
                                           extra_packages=packages))
 
 

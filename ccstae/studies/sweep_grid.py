@@ -90,15 +90,12 @@ def settings(cfg: dict, v: dict) -> dict:
     return json.loads(json.dumps(s))  # as it reads back from disk (tuples -> lists)
 
 
-VARIANT_SOURCES = ["ccstae/studies/sweep_grid.py", "ccstae/studies/sweep_eval.py", "ccstae/firmware/vendor.py"]
-
-
 def variant_key(cfg: dict, v: dict, data_key: str) -> str:
     """The stage key of one variant's record: its settings, the test data, packages and the code
     of every stage it runs (ccstae/pipeline/stages.py). A finished record is reused only under the same key."""
-    sources = [g for stage in ("float", "qat", "firmware") for g in stages.SOURCES[stage]] + VARIANT_SOURCES
+    code = ["float", "qat", "ccstae.studies.sweep_grid", "ccstae.studies.sweep_eval", "ccstae.firmware.vendor"]
     return stages.key_of(stages.made_from("firmware", cfg, settings(cfg, v), {"data": data_key},
-                                          extra_sources=sources, extra_packages=["tensorflow-model-optimization"]))
+                                          extra_code=code, extra_packages=["tensorflow-model-optimization"]))
 
 
 def run_dirs(cfg: dict, v: dict, root: Path) -> tuple[Path, Path]:
