@@ -27,12 +27,14 @@ bench: setup
 	$(PY) bench/bench_simulate.py
 	@for b in bench/bench_*.py; do [ $$b = bench/bench_simulate.py ] || $(PY) $$b; done
 
-# Vendor flows: run only where vitis_hls / vivado_hls is on PATH, else say so and exit 0.
+# Vendor flows: run only where vitis_hls / vivado_hls is on PATH, else say so and exit 0
+# (`make csim REQUIRE=1`: a missing tool fails, for CI jobs that must not pass without it).
+REQUIRE ?=
 csim: setup
-	$(VENV)/bin/ccstae vendor csim --config $(PRESET)
+	$(VENV)/bin/ccstae vendor csim --config $(PRESET) $(if $(REQUIRE),--require)
 
 synth: setup
-	$(VENV)/bin/ccstae vendor synth --config $(PRESET)
+	$(VENV)/bin/ccstae vendor synth --config $(PRESET) $(if $(REQUIRE),--require)
 
 # Accuracy vs resources over firmware variants (configs/report.toml: quick, a few minutes;
 # `make report SWEEP=sweep` runs the study on the default preset, configs/sweep.toml).

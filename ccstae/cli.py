@@ -341,8 +341,10 @@ def run_hls(args) -> int:
 def add_vendor_parser(subparsers):
     p = subparsers.add_parser("vendor", help="Vitis/Vivado HLS C-simulation or synthesis, where installed",
                               description="Run the vendor flow on the project `ccstae hls` made for a config. "
-                                          "Where vitis_hls / vivado_hls is not on PATH, say so and exit 0.")
+                                          "Where vitis_hls / vivado_hls is not on PATH, say so and exit 0, or "
+                                          "exit 2 with --require (a CI job that must not pass without the tool).")
     p.add_argument("step", choices=("csim", "synth"))
+    p.add_argument("--require", action="store_true", help="a missing vendor tool is an error (exit 2), not a skip")
     p.add_argument("--config", default="default", help="preset name or TOML file (default: default)")
     p.add_argument("--project", type=Path, help="project folder (default: the config's from `ccstae hls`)")
     p.set_defaults(handler=run_vendor)
@@ -353,12 +355,14 @@ def run_vendor(args) -> int:
     from ccstae.pipeline.hls import project_dir
 
     prj = args.project or project_dir(args.config)
+    from ccstae.core.errors import UserError
+
     if vendor.find_vendor_tool() is None:
+        if args.require:
+            raise UserError(f"vitis_hls/vivado_hls not on PATH: `vendor {args.step} --require` cannot run without them")
         print(f"{vendor.SKIP_REASON}; the g++ C-simulation of `make hls` is what runs here")
         return 0
     if not prj.exists():
-        from ccstae.core.errors import UserError
-
         raise UserError(f"{prj}: no HLS project; run `make hls` (ccstae hls) first")
     result = (vendor.vendor_csim if args.step == "csim" else vendor.vendor_synth)(prj)
     print(result)

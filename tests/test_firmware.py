@@ -227,6 +227,16 @@ def test_vendor_flow_skips_cleanly_without_the_tool(project, capsys):
     assert vendor.SKIP_REASON in capsys.readouterr().out
 
 
+def test_a_required_vendor_flow_fails_without_the_tool(cli, one_line_error, tmp_path):
+    """A CI job that must run the vendor C-simulation cannot pass silently (`make csim REQUIRE=1`)."""
+    if vendor.find_vendor_tool() is not None:
+        pytest.skip("a vendor tool is installed: the missing-tool path does not apply")
+    rc, out, _ = cli("vendor", "csim", "--project", tmp_path)
+    assert rc == 0 and vendor.SKIP_REASON in out
+    rc, _, err = cli("vendor", "csim", "--require", "--project", tmp_path)
+    one_line_error(rc, err, "vendor", "vitis_hls", "--require")
+
+
 @pytest.mark.skipif(vendor.find_vendor_tool() is None, reason=vendor.SKIP_REASON)
 def test_vendor_csim_and_synth(project):
     csim_report = vendor.vendor_csim(project["dir"])
