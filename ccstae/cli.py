@@ -214,7 +214,7 @@ def add_evaluate_parser(subparsers):
 
 
 def run_evaluate(args) -> int:
-    from ccstae.analysis.evaluate import evaluate_command
+    from ccstae.analysis.evaluate import calibration_text, evaluate_command
     from ccstae.model.run import load_run
 
     res = evaluate_command(load_run(args.model), args.input, args.out, args.region, args.stat,
@@ -222,6 +222,7 @@ def run_evaluate(args) -> int:
     m = res["mae"]
     print(f"MAE exx {m['exx']:.5f}  eyy {m['eyy']:.5f}  exy {m['exy']:.5f}  theta {m['theta']:.3f} deg"
           f"  ({res['patterns_per_second']:.0f} patterns/s)")
+    print(f"    against the truth (exx/eyy): {calibration_text(res['calibration'])}")
     f = res["flat_map_mae"]
     print(f"    a flat map (no skill): exx {f['exx']:.5f}  eyy {f['eyy']:.5f}  exy {f['exy']:.5f}  theta {f['theta']:.3f} deg")
     if res.get("noise_floor"):

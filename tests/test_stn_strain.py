@@ -86,3 +86,19 @@ def test_bad_reference_region_is_a_user_error():
         strain.parse_region("0:50,0:2", (10, 10))
     with pytest.raises(UserError, match="r0:r1,c0:c1"):
         strain.parse_region("rows", (10, 10))
+
+
+def test_calibration_reads_a_shrunk_map_and_wraps_rotations():
+    from ccstae.analysis.evaluate import calibration
+
+    rng = np.random.default_rng(0)
+    truth = {k: rng.normal(0, 0.01, (20, 20)) for k in ("exx", "eyy", "exy")}
+    truth["theta"] = rng.normal(0, 0.05, (20, 20))
+    pred = {k: 0.5 * v + rng.normal(0, 1e-4, v.shape) for k, v in truth.items()}
+    pred["theta"] = truth["theta"] + np.pi / 3 * rng.integers(-1, 2, (20, 20))  # equal modulo 60 degrees
+    c = calibration(pred, truth)
+    for k in ("exx", "eyy", "exy"):
+        assert c["slope"][k] == pytest.approx(0.5, abs=0.01) and c["correlation"][k] > 0.99
+    assert c["slope"]["theta"] == pytest.approx(1.0) and c["correlation"]["theta"] == pytest.approx(1.0)
+    flat = calibration({k: np.zeros_like(v) for k, v in truth.items()}, truth)
+    assert flat["slope"]["exx"] == 0 and np.isnan(flat["correlation"]["exx"])

@@ -32,6 +32,30 @@ def truth_maps(gt: dict, region=None, stat: str = "mean") -> dict:
     return strain.strain_maps(strain.ground_truth_matrices(gt), region, stat)
 
 
+def calibration(pred: dict, truth: dict, period: float = strain.HEXAGONAL_PERIOD) -> dict:
+    """Per map, the least-squares slope of prediction against truth (1: unbiased scale; a map shrunk
+    towards the reference reads < 1) and their correlation. Printed beside every MAE: an MAE alone
+    cannot tell a noisy map from a biased one, and bias cannot be averaged away afterwards."""
+    out = {"slope": {}, "correlation": {}}
+    for k in strain.MAPS:
+        t = np.asarray(truth[k], np.float64).ravel()
+        p = np.asarray(pred[k], np.float64).ravel()
+        if k == "theta":  # rotations agree modulo the lattice's period
+            p = t + strain.wrap_angle(p - t, period)
+        tc, pc = t - t.mean(), p - p.mean()
+        stt, spp, spt = tc @ tc, pc @ pc, pc @ tc
+        out["slope"][k] = float(spt / stt) if stt > 0 else float("nan")
+        out["correlation"][k] = float(spt / np.sqrt(stt * spp)) if stt > 0 and spp > 0 else float("nan")
+    return out
+
+
+def calibration_text(c: dict, keys=("exx", "eyy")) -> str:
+    """'slope 0.91/0.95, r 0.99/0.98' for exx/eyy."""
+    slope = "/".join(f"{c['slope'][k]:.2f}" for k in keys)
+    corr = "/".join(f"{c['correlation'][k]:.2f}" for k in keys)
+    return f"slope {slope}, r {corr}"
+
+
 def run_on_cube(run: Run, cube, predict_fn=None, progress: bool = True) -> tuple[np.ndarray, float]:
     """Raw outputs (Rx, Ry, 4) of a run's encoder (or another predictor) on a cube, and the
     patterns per second it took (preprocessing included)."""
@@ -103,7 +127,8 @@ def evaluate_command(run: Run, cube_path: Path, out_dir: Path | None = None, reg
         raw, rate = run_on_cube(run, cube, progress=progress)
     pred, truth = maps_from_raw(raw, region, stat, run.rot_range), truth_maps(gt, region, stat)
     result = {"model": str(run.path), "input": str(cube_path), "reference_region": region or "whole scan",
-              "mae": strain.mae(pred, truth, 2 * run.rot_range), "flat_map_mae": strain.flat_map_mae(truth, 2 * run.rot_range),
+              "mae": strain.mae(pred, truth, 2 * run.rot_range),
+              "calibration": calibration(pred, truth, 2 * run.rot_range), "flat_map_mae": strain.flat_map_mae(truth, 2 * run.rot_range),
               # the shot-noise floor of a simulated cube (None for others): skill lies between it and a flat map
               "noise_floor": cube_noise_floor(cube_path),
               "signal": health.map_signal(raw, run.rot_range), "units": {"exx": "strain", "eyy": "strain", "exy": "strain",

@@ -21,7 +21,7 @@ from ccstae.firmware import estimate as E
 from ccstae.model import health
 from ccstae.core.config import load_config
 from ccstae.core.data_io import open_cube, write_json
-from ccstae.analysis.evaluate import maps_from_raw, truth_maps
+from ccstae.analysis.evaluate import calibration, calibration_text, maps_from_raw, truth_maps
 from ccstae.analysis.floor import bayes_floor, cube_noise_floor
 from ccstae.core.errors import UserError
 from ccstae.model.run import check_pattern_size, load_run
@@ -192,6 +192,7 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
     with watch("strain accuracy"):
         rot = float_run.rot_range  # the rotation bound follows the lattice symmetry
         accuracy = {label: {} for label in raw}
+        calib = {label: {} for label in raw}  # slope and correlation against the truth, beside every MAE
         skill = {"flat map": {}, "noise floor": {}, "centroids": {}, "Bayes bound": {}}
         truths = {}
         for w, path in tests.items():
@@ -200,7 +201,9 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                     truths[w] = truth_maps(cube.ground_truth)
             for label in raw:
                 if w in truths:
-                    accuracy[label][level_name(w)] = mae(maps_from_raw(raw[label][w], rot_range=rot), truths[w], 2 * rot)
+                    pred = maps_from_raw(raw[label][w], rot_range=rot)
+                    accuracy[label][level_name(w)] = mae(pred, truths[w], 2 * rot)
+                    calib[label][level_name(w)] = calibration(pred, truths[w], 2 * rot)
             if w in truths:  # what no skill scores, and what shot noise leaves to the best estimator
                 skill["flat map"][level_name(w)] = flat_map_mae(truths[w], 2 * rot)
                 floor = cube_noise_floor(path)
@@ -245,6 +248,7 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                                          "latency_us", "patterns_per_s", "error_bars", "features")}
                     | {"total": {r: est["total"][r] for r in E.RESOURCES}, "summary": E.summary_line(est)},
         "accuracy": accuracy,
+        "calibration": calib,
         # Beside every MAE: a flat map's (no skill), the shot-noise (Cramer-Rao) floor, what
         # Bragg-disk centroids reach with the same electrons, and the Bayes bound (ccstae/analysis/floor.py).
         "skill_lines": skill,
@@ -296,7 +300,7 @@ def format_summary(s: dict) -> str:
              f"of outputs at the {s['saturation']['output_type']} limits, max deviation "
              f"{s['saturation']['max_abs_deviation']:.3g}{'  OVERFLOW' if s['saturation']['overflow'] else ''}",
              f"resources: {s['estimate']['summary']}" if s.get("estimate") else "resources: (not estimated)",
-             "", "strain MAE (theta in degrees) per test noise level w:",
+             "", "strain MAE (theta in degrees) per test noise level w; slope and correlation r of exx/eyy against the truth:",
              f"{'w':>5} {'model':>11} " + " ".join(f"{k:>8}" for k in MAPS)]
     fw_signal = {w: v["signal"] for w, v in s.get("signal", {}).get("firmware", {}).items()}
     if fw_signal:
@@ -307,7 +311,9 @@ def format_summary(s: dict) -> str:
     for w in s["accuracy"]["float"]:
         for label in ("float", "quantized", "firmware"):
             m = s["accuracy"][label][w]
-            lines.append(f"{w:>5} {label:>11} " + " ".join(f"{m[k]:8.5f}" if k != "theta" else f"{m[k]:8.3f}" for k in MAPS))
+            cal = s.get("calibration", {}).get(label, {}).get(w)
+            lines.append(f"{w:>5} {label:>11} " + " ".join(f"{m[k]:8.5f}" if k != "theta" else f"{m[k]:8.3f}" for k in MAPS)
+                         + (f"  {calibration_text(cal)}" if cal else ""))
         for label, per_level in s.get("skill_lines", {}).items():
             if w in per_level:
                 m = per_level[w]
