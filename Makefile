@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PRESET ?= default
 
-.PHONY: setup hls test bench csim synth robustness report clean
+.PHONY: setup hls test bench csim synth robustness report docs clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,10 @@ STUDY ?= robustness-quick
 JOBS  ?= 2
 robustness: setup
 	$(VENV)/bin/ccstae robustness --config $(STUDY) --out reports/robustness-$(STUDY) --jobs $(JOBS)
+
+# The documentation (docs/, mkdocs.yml) built into site/; --strict fails on a broken link or nav entry.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict -d site
 
 clean:
 	rm -rf hls_projects/*/ runs/ data/ reports/ .pytest_cache
