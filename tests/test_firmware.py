@@ -177,6 +177,15 @@ def test_compiled_firmware_is_bit_exact_after_pruning(models, project):
     assert max(prune.sparsity_report(models["pruned"]).values()) > 0.45
 
 
+def test_library_copies_side_by_side_give_every_bit_of_one_library(project):
+    """predict_firmware runs patterns on copies of the library in threads: same bits, same order,
+    and a copy's state (function statics) never leaks into another's patterns."""
+    x = project["x"][:60]
+    one = np.asarray(project["hls"].predict(np.ascontiguousarray(x, np.float64)), np.float64).reshape(len(x), -1)
+    for threads in (1, 2, 3):
+        np.testing.assert_array_equal(csim.predict_firmware(project["hls"], x, threads=threads), one)
+
+
 def test_compiled_firmware_is_bit_exact_before_pruning(models, tmp_path):
     hls_model = fw.convert(models["q"], fw.FirmwareSpec(), tmp_path / "unpruned")
     r = csim.compare_compiled(hls_model, models["q"], noisy_patterns(240, seed=9))

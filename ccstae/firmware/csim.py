@@ -10,14 +10,19 @@ both saturate alike. saturation_check compares the firmware with the FLOAT encod
 """
 from __future__ import annotations
 
+import ctypes
+import os
 import shutil
 import subprocess
 import sys
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.ctypeslib as npc
 
 from ccstae.firmware.convert import FixedFormat, io_formats, project_io_formats
 from ccstae.core.errors import UserError
@@ -75,12 +80,74 @@ def ensure_compiled(hls_model) -> float:
     return time.time() - t0
 
 
-def predict_firmware(hls_model, x) -> np.ndarray:
-    """Run the compiled C++ on x (N, H, W, C). hls4ml takes C-contiguous float64 to keep every bit."""
+def sim_threads() -> int:
+    """Threads for the C-simulations: one per core this process may use."""
+    return max(1, min(len(os.sched_getaffinity(0)), 16))
+
+
+def library_copies(lib_path, k: int) -> list:
+    """k copies of a compiled C-simulation library, each loaded under its own name.
+
+    The C++ keeps state in function statics (hls4ml's streams and line buffers), so one loaded
+    library runs one pattern at a time; each copy has its own statics, and ctypes releases the
+    GIL during a call, so k threads run k patterns side by side on k cores. The same machine
+    code runs, so every bit is the same as one library's. The copies' files are removed once
+    loaded (the mapping stays). A library whose statics are STB_GNU_UNIQUE symbols (template
+    statics under g++'s default) would share them across copies: build with -fno-gnu-unique
+    (hls4ml's library has none; the front end's build sets the flag)."""
+    libs = []
+    for _ in range(k):
+        copy = Path(lib_path).with_name(f"{Path(lib_path).stem}-copy-{uuid.uuid4().hex[:8]}.so")
+        shutil.copy2(lib_path, copy)
+        try:
+            libs.append(ctypes.CDLL(str(copy)))
+        finally:
+            copy.unlink()
+    return libs
+
+
+def run_split(libs: list, n: int, run) -> np.ndarray:
+    """run(lib, indices) -> rows, over n items split into one contiguous chunk per library."""
+    chunks = [c for c in np.array_split(np.arange(n), len(libs)) if len(c)]
+    if len(chunks) == 1:
+        return run(libs[0], chunks[0])
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        return np.concatenate(list(pool.map(run, libs, chunks)))
+
+
+def _hls_copies(hls_model, k: int) -> list:
+    """k loaded copies of hls_model's compiled library, made once per compiled library."""
+    lib = hls_model._top_function_lib  # hls4ml 1.3 keeps the loaded library here (ModelGraph._compile)
+    cached = getattr(hls_model, "_ccstae_copies", None)
+    if cached is None or cached[0] != lib._name or len(cached[1]) < k:
+        hls_model._ccstae_copies = (lib._name, library_copies(lib._name, k))
+    return hls_model._ccstae_copies[1][:k]
+
+
+def predict_firmware(hls_model, x, threads: int | None = None) -> np.ndarray:
+    """Run the compiled C++ on x (N, H, W, C). hls4ml takes C-contiguous float64 to keep every bit.
+
+    Patterns go to `threads` copies of the library side by side (library_copies); what each
+    runs is hls4ml's own predict loop: <project>_double(input, output) once per pattern."""
     ensure_compiled(hls_model)
     x64 = np.ascontiguousarray(np.asarray(x, np.float32), dtype=np.float64)
-    y = hls_model.predict(x64)
-    return np.asarray(y, np.float64).reshape(len(x64), -1)
+    threads = sim_threads() if threads is None else threads
+    outputs = hls_model.get_output_variables()
+    if threads < 2 or len(x64) < 2 * threads or len(outputs) != 1 or len(hls_model.get_input_variables()) != 1:
+        return np.asarray(hls_model.predict(x64), np.float64).reshape(len(x64), -1)
+    n_out, name = int(outputs[0].size()), hls_model.config.get_project_name() + "_double"
+    flat = x64.reshape(len(x64), -1)
+
+    def run(lib, idx):
+        top = getattr(lib, name)
+        top.restype = None
+        top.argtypes = [npc.ndpointer(ctypes.c_double, flags="C_CONTIGUOUS")] * 2
+        out = np.zeros((len(idx), n_out), np.float64)
+        for j, i in enumerate(idx):
+            top(flat[i], out[j])
+        return out
+
+    return run_split(_hls_copies(hls_model, threads), len(flat), run)
 
 
 def compare_compiled(hls_model, qencoder, x) -> CompareResult:

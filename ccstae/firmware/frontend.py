@@ -23,14 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ccstae.firmware.csim import BuildError, CompareResult, compare_outputs
+from ccstae.firmware.csim import BuildError, CompareResult, compare_outputs, library_copies, run_split, sim_threads
 from ccstae.core.errors import UserError
 from ccstae.model.preprocess import PreprocessParams, preprocess_counts
 
 SOURCES = Path(__file__).parent / "frontend"
 FIRMWARE_FILES = ("ccstae_axis.h", "ccstae_frontend.h", "ccstae_frontend.cpp", "ccstae_frontend_io.h")
 ROOT_FILES = ("ccstae_frontend_test.cpp", "ccstae_frontend_bridge.cpp", "build_frontend.tcl")
-CXX = ["-std=c++17", "-Ifirmware", "-Ifirmware/ap_types"]
+# -fno-gnu-unique: a template's static locals (the stream and line buffers) would otherwise be
+# STB_GNU_UNIQUE symbols, one per process, shared by every loaded copy of the library, and the
+# copies that run patterns side by side (csim.library_copies) would read each other's streams.
+CXX = ["-std=c++17", "-fno-gnu-unique", "-Ifirmware", "-Ifirmware/ap_types"]
 TB_COUNTS, TB_EXPECTED = "tb_frontend_counts.dat", "tb_frontend_predictions.dat"
 TB_LOG = "frontend_csim_results.log"
 
@@ -183,20 +186,28 @@ class CompiledFrontend:
         _compile(self.prj, ["-shared", str(bridge), *map(str, objs), "-o", str(self.lib_path)], "library")
         self.build_seconds = time.time() - t0
         self.lib = ctypes.CDLL(str(self.lib_path))
-        self.lib.ccstae_frontend_predict.argtypes = [ctypes.POINTER(ctypes.c_uint), ctypes.c_int,
-                                                     ctypes.POINTER(ctypes.c_double)]
         self.n_outputs = int(self.lib.ccstae_frontend_n_outputs())
         self.pixels = int(self.lib.ccstae_frontend_pattern_pixels())
+        # one more copy per further core: patterns run side by side (csim.library_copies)
+        self.libs = [self.lib, *library_copies(self.lib_path, sim_threads() - 1)]
+        for lib in self.libs:
+            lib.ccstae_frontend_predict.argtypes = [ctypes.POINTER(ctypes.c_uint), ctypes.c_int,
+                                                    ctypes.POINTER(ctypes.c_double)]
 
     def predict(self, counts) -> np.ndarray:
         """(N, P, P) integer counts -> (N, n_outputs) float64 raw outputs, bit for bit the firmware's."""
         c = np.ascontiguousarray(np.asarray(counts).reshape(len(counts), -1), dtype=np.uint32)
         if c.shape[1] != self.pixels:
             raise ValueError(f"{c.shape[1]} pixels per pattern, the front end takes {self.pixels}")
-        out = np.zeros((len(c), self.n_outputs), np.float64)
-        self.lib.ccstae_frontend_predict(c.ctypes.data_as(ctypes.POINTER(ctypes.c_uint)), len(c),
-                                         out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
-        return out
+
+        def run(lib, idx):
+            part = np.ascontiguousarray(c[idx[0]:idx[-1] + 1])
+            out = np.zeros((len(part), self.n_outputs), np.float64)
+            lib.ccstae_frontend_predict(part.ctypes.data_as(ctypes.POINTER(ctypes.c_uint)), len(part),
+                                        out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
+            return out
+
+        return run_split(self.libs, len(c), run)
 
 
 # ----------------------------------------------------------------------------- the comparisons
