@@ -36,9 +36,14 @@ def main() -> None:
     hls_model = convert.convert(qenc, convert.FirmwareSpec(), out)
     times["hls4ml convert"] = time.time() - t0
     times["compile (hls_model.compile)"] = csim.ensure_compiled(hls_model)
+    # One library (hls4ml's own predict loop) against one copy per core side by side, same bits.
     t0 = time.time()
-    csim.predict_firmware(hls_model, x)
-    times["C-simulation, 1,000 patterns (predict)"] = time.time() - t0
+    one = csim.predict_firmware(hls_model, x, threads=1)
+    times["C-simulation, 1,000 patterns, 1 library"] = time.time() - t0
+    t0 = time.time()
+    side = csim.predict_firmware(hls_model, x)
+    times[f"C-simulation, 1,000 patterns, {csim.sim_threads()} copies"] = time.time() - t0
+    assert np.array_equal(one, side)
     convert.make_tb_data(out, qenc, x[:300])
     r = csim.run_testbench(out, rebuild=True)
     times["g++ testbench build"], times["testbench run, 300 patterns"] = r.build_seconds, r.seconds
