@@ -53,6 +53,7 @@ def test_a_2x2_grid_runs_end_to_end(study):
                                                             for m in ("float", "quantized", "firmware")}
         for r in rows:
             assert np.isfinite(r["loss"]) and all(np.isfinite(v) for v in r["mae"].values())
+            assert set(r["calibration"]["slope"]) == {"exx", "eyy", "exy", "theta"}  # beside every MAE
         for r in (r for r in rows if r["model"] == "firmware"):
             # 50 of 144 patterns C-simulated, all bit-exact: QKeras stands in for the rest, and says so.
             assert r["csim_patterns"] == 50 and r["csim_exact_fraction"] == 1.0
@@ -68,6 +69,7 @@ def test_a_2x2_grid_runs_end_to_end(study):
     flat_mae = {r["cube"]: r["mae_exx"] for r in flat}
     assert len(flat) == len({c["label"] for c in summary["cubes"]}) and all(r["mae_exx"] > 0 for r in flat)
     assert report.count("| **flat map** |") == 3  # float, quantized, firmware tables
+    assert all("slope_exx" in r for r in summary["summary"] if r["model"] == "firmware") and ", slope " in report
     # ...and the shot-noise floor below it, from each simulated cube's noise-free twin: higher with more background.
     floor = {r["cube"]: r for r in summary["summary"] if r["model"] == "noise floor"}
     assert set(floor) == {c["label"] for c in summary["cubes"]}

@@ -5,6 +5,7 @@ shared by every test here; later sweeps only convert and compile.
 """
 import csv
 import json
+import math
 import os
 
 import pytest
@@ -53,7 +54,10 @@ def test_two_variants_end_to_end(tiny_sweep):
                     "## How these numbers were made (sweep)"):
         assert heading in md
     with open(out / "report.csv") as f:
-        assert [row["name"] for row in csv.DictReader(f)] == names
+        rows = list(csv.DictReader(f))
+    assert [row["name"] for row in rows] == names
+    assert all(math.isfinite(float(row[k])) for row in rows for k in row if k.startswith("slope_exx_w"))  # beside every MAE
+    assert "slope exx/eyy w=" in md
     assert "<table>" in (out / "report.html").read_text()
     for png in ("pareto_lut.png", "pareto_dsp.png", "pareto_latency.png"):
         assert (out / png).stat().st_size > 1000

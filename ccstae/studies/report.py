@@ -147,6 +147,8 @@ def rows(variants, parts) -> list[dict]:
         for w in levels:
             for k in ("exx", "eyy", "exy", "theta"):
                 r[f"mae_{k}_w{w}"] = _get_mae(v, w, k)
+            for k in ACCURACY_KEYS:  # slope of the map against the truth: 1 = unbiased
+                r[f"slope_{k}_w{w}"] = (((v.get("calibration") or {}).get(w) or {}).get("slope") or {}).get(k)
             for k in ACCURACY_KEYS:
                 q, f = _get_mae(v, w, k), _get_mae(v, w, k, "float_mae")
                 r[f"rel_{k}_w{w}"] = q / f if q is not None and f else None
@@ -225,7 +227,7 @@ def _markdown(variants, table, levels, detectors, parts, recs, calibration) -> s
               "## Accuracy", ""]
     head = ["variant", "bits", "sparsity", "reuse", "bit-exact"]
     for w in levels:
-        head += [f"exx w={w}", f"eyy w={w}", f"exx/float w={w}", f"eyy/float w={w}"]
+        head += [f"exx w={w}", f"eyy w={w}", f"exx/float w={w}", f"eyy/float w={w}", f"slope exx/eyy w={w}"]
     lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for v, r in zip(variants, table):
         cells = [r["name"], _fmt(r["bits"], ""), _fmt(r["sparsity"], ".0%") if r["sparsity"] is not None else "-",
@@ -233,7 +235,8 @@ def _markdown(variants, table, levels, detectors, parts, recs, calibration) -> s
                  "-" if r["exact_fraction"] is None else f"{100 * r['exact_fraction']:.1f} %"]
         for w in levels:
             cells += [_fmt(r[f"mae_exx_w{w}"], ".3g"), _fmt(r[f"mae_eyy_w{w}"], ".3g"),
-                      _fmt(r[f"rel_exx_w{w}"], ".2f"), _fmt(r[f"rel_eyy_w{w}"], ".2f")]
+                      _fmt(r[f"rel_exx_w{w}"], ".2f"), _fmt(r[f"rel_eyy_w{w}"], ".2f"),
+                      f"{_fmt(r.get(f'slope_exx_w{w}'), '.2f')}/{_fmt(r.get(f'slope_eyy_w{w}'), '.2f')}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Detectors", ""]
     head = ["variant"] + [E.DETECTORS[d]["name"] if isinstance(d, str) else d["name"] for d in detectors]

@@ -84,7 +84,7 @@ def evaluate_cube(cube_info: dict, runs: dict, models, hls_model, firmware_patte
     """Every model on one test cube -> rows {cube, level, seed, model, mae (or None), loss, ...}."""
     from ccstae.firmware import csim
     from ccstae.core.data_io import open_cube
-    from ccstae.analysis.evaluate import maps_from_raw, truth_maps
+    from ccstae.analysis.evaluate import calibration, maps_from_raw, truth_maps
     from ccstae.model.run import check_pattern_size
     from ccstae.physics.strain import mae
 
@@ -99,6 +99,11 @@ def evaluate_cube(cube_info: dict, runs: dict, models, hls_model, firmware_patte
     def score(raw_outputs):
         return mae(maps_from_raw(raw_outputs.reshape(*scan, 4), rot_range=rot), truth, 2 * rot)
 
+    def calib(raw_outputs):  # slope and correlation against the truth, beside every MAE
+        if truth is None:
+            return None
+        return calibration(maps_from_raw(raw_outputs.reshape(*scan, 4), rot_range=rot), truth, 2 * rot)
+
     base = {k: cube_info[k] for k in ("label", "level", "seed")}
     no_truth = None if truth is not None else f"{cube_info['path']}: no ground truth in this cube: MAE refused, loss only"
     rows, raw, inputs = [], {}, {}
@@ -112,7 +117,7 @@ def evaluate_cube(cube_info: dict, runs: dict, models, hls_model, firmware_patte
             continue
         run = runs[label]
         rows.append({**base, "model": label, "source": label,
-                     "mae": score(raw[label]) if truth is not None else None,
+                     "mae": score(raw[label]) if truth is not None else None, "calibration": calib(raw[label]),
                      "loss": cycle_loss(raw[label], inputs[label], runs[label + "_reference"], run),
                      "note": no_truth})
     if "firmware" in models:
@@ -131,11 +136,13 @@ def evaluate_cube(cube_info: dict, runs: dict, models, hls_model, firmware_patte
             full = fw
             row["source"] = "csim"
             row["mae"] = score(full) if truth is not None else None
+            row["calibration"] = calib(full)
             row["loss"] = cycle_loss(full, x, runs["quantized_reference"], q_run)
         elif check.exact:  # QKeras stands in, verified bit-exact on the C-simulated subset
             q = next(r for r in rows if r["model"] == "quantized") if "quantized" in models else None
             row["source"] = f"qkeras, bit-exact on {k} C-sim patterns"
             row["mae"] = q["mae"] if q else (score(raw["quantized"]) if truth is not None else None)
+            row["calibration"] = q["calibration"] if q else calib(raw["quantized"])
             row["loss"] = q["loss"] if q else cycle_loss(raw["quantized"], inputs["quantized"],
                                                          runs["quantized_reference"], q_run)
         else:  # not bit-exact: no full-scan C-simulation to stand on, so no firmware MAE
@@ -184,7 +191,7 @@ def run_baseline_cell(cfg: dict, cubes: list) -> dict:
     from ccstae.analysis import baseline
     from ccstae.core.data_io import open_cube
     from ccstae.core.errors import UserError
-    from ccstae.analysis.evaluate import truth_maps
+    from ccstae.analysis.evaluate import calibration, truth_maps
     from ccstae.physics.strain import flat_map_mae, mae
 
     ok, why = baseline.available()
@@ -210,6 +217,7 @@ def run_baseline_cell(cfg: dict, cubes: list) -> dict:
                              "note": f"no fit, scored as a flat map: {e}"})
                 continue
         rows.append({**base, "model": BASELINE, "source": f"py4DSTEM {why}", "mae": mae(maps, truth), "loss": None,
+                     "calibration": calibration(maps, truth),
                      "mae_p4_get_strain": mae(info["p4_maps"], truth), "failed_fraction": info["failed_fraction"],
                      "note": None})
     return {"rows": rows, "params": baseline.BaselineParams().__dict__,

@@ -26,12 +26,16 @@ def long_rows(cells: dict) -> list[dict]:
                    "source": r.get("source")}
             for k in MAP_KEYS:
                 row[f"mae_{k}"] = (r["mae"] or {}).get(k)
+            for k in SLOPE_KEYS:  # slope and correlation of the maps against the truth
+                row[f"slope_{k}"] = ((r.get("calibration") or {}).get("slope") or {}).get(k)
+                row[f"r_{k}"] = ((r.get("calibration") or {}).get("correlation") or {}).get(k)
             row["loss"] = r.get("loss")
             row["bragg_counts"] = r.get("bragg_counts")
             rows.append(row)
     return rows
 
 
+SLOPE_KEYS = ("exx", "eyy")
 FLAT = "flat map"  # the reference lattice everywhere: the no-skill line beside every number
 FLOOR = "noise floor"  # the shot-noise (Cramer-Rao) floor of a simulated cube: the line below every number
 CENTROIDS = "disk centroids"  # what Bragg-disk centroids reach with the same electrons (unbiased)
@@ -63,7 +67,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
     for (regime, model, cube), rs in groups.items():
         row = {"regime": regime, "model": model, "cube": cube, "level": rs[0]["level"], "n_seeds": len(rs),
                "source": rs[0]["source"]}
-        for k in [f"mae_{m}" for m in MAP_KEYS] + ["loss", "bragg_counts"]:
+        for k in [f"mae_{m}" for m in MAP_KEYS] + [f"{s}_{m}" for s in ("slope", "r") for m in SLOPE_KEYS] + \
+                ["loss", "bragg_counts"]:
             vals = [r[k] for r in rs if r.get(k) is not None]
             row[k] = float(np.mean(vals)) if vals else None
             row[k + "_std"] = float(np.std(vals)) if vals else None
@@ -437,7 +442,7 @@ def report_md(summary, cfg, s, cells, agg, labels, models) -> str:
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     for m in models:
-        lines += [f"## {m} model: exx MAE (mean ± std over seeds)", "",
+        lines += [f"## {m} model: exx MAE (mean ± std over seeds), slope of exx against the truth", "",
                   "| regime | " + " | ".join(labels) + " | loss at " + labels[-1] + " |",
                   "| --- | " + " | ".join("---" for _ in labels) + " | --- |"]
         for n, c in cells.items():
@@ -446,7 +451,9 @@ def report_md(summary, cfg, s, cells, agg, labels, models) -> str:
             cells_txt = []
             for lv in labels:
                 mu, sd = _lookup(agg, n, m, lv, "mae_exx")
-                cells_txt.append("failed" if c["status"] == "failed" else ("n/a" if mu is None else f"{mu:.4f} ± {sd:.4f}"))
+                slope = _lookup(agg, n, m, lv, "slope_exx")[0]
+                cells_txt.append("failed" if c["status"] == "failed" else ("n/a" if mu is None else f"{mu:.4f} ± {sd:.4f}"
+                                 + ("" if slope is None else f", slope {slope:.2f}")))
             loss = _lookup(agg, n, m, labels[-1], "loss")[0]
             lines.append(f"| {n} | " + " | ".join(cells_txt) + f" | {_fmt(loss, '.4g')} |")
         extra = ([BASELINE] if BASELINE in cells and cells[BASELINE]["status"] == "done" else []) + [FLAT] + \
@@ -455,7 +462,9 @@ def report_md(summary, cfg, s, cells, agg, labels, models) -> str:
             cells_txt = []
             for lv in labels:
                 mu, sd = _lookup(agg, n, n, lv, "mae_exx")
-                cells_txt.append("n/a" if mu is None else f"{mu:.4f} ± {sd:.4f}")
+                slope = _lookup(agg, n, n, lv, "slope_exx")[0]
+                cells_txt.append("n/a" if mu is None else f"{mu:.4f} ± {sd:.4f}"
+                                 + ("" if slope is None else f", slope {slope:.2f}"))
             lines.append(f"| **{n}** | " + " | ".join(cells_txt) + " | - |")
         lines += ["", f"![heatmap](heatmap_{m}.png)", "", f"![lines](lines_{m}.png)", ""]
     lines += ["## All maps", "", "Every map's mean and spread per regime, model and cube: `summary.csv`; every "

@@ -22,7 +22,7 @@ from ccstae.pipeline.hls import Stopwatch
 from ccstae.studies.sweep_grid import settings, variant_config
 from ccstae.core.data_io import open_cube
 from ccstae.core.errors import UserError
-from ccstae.analysis.evaluate import maps_from_raw, truth_maps
+from ccstae.analysis.evaluate import calibration, maps_from_raw, truth_maps
 from ccstae.physics.strain import mae
 
 PREDICT_BATCH = 64  # firmware patterns per predict() call: small enough for a live progress bar
@@ -117,7 +117,7 @@ def run_variant(cfg: dict, v: dict, name: str, prj: Path, float_run, q_stage, te
         csim.ensure_compiled(hls_model)
 
     # Firmware (compiled C++) vs QKeras on every pattern of the evaluation block, every level.
-    mae_q, mae_fw, checks, n_fw = {}, {}, [], 0
+    mae_q, mae_fw, calib_fw, checks, n_fw = {}, {}, {}, [], 0
     with watch("C-simulation"):
         t0 = time.time()
         rot = q_run.rot_range
@@ -128,7 +128,9 @@ def run_variant(cfg: dict, v: dict, name: str, prj: Path, float_run, q_stage, te
             n_fw += len(x)
             checks.append(csim.compare_outputs(q_out, fw_out))
             mae_q[label] = mae(maps_from_raw(q_out.reshape(*shape, 4), rot_range=rot), block["truths"][label], 2 * rot)
-            mae_fw[label] = mae(maps_from_raw(fw_out.reshape(*shape, 4), rot_range=rot), block["truths"][label], 2 * rot)
+            fw_maps = maps_from_raw(fw_out.reshape(*shape, 4), rot_range=rot)
+            mae_fw[label] = mae(fw_maps, block["truths"][label], 2 * rot)
+            calib_fw[label] = calibration(fw_maps, block["truths"][label], 2 * rot)
             if label == noisiest:
                 x_hi, fw_hi = x, fw_out
         fw_rate = n_fw / max(time.time() - t0, 1e-9)
@@ -156,5 +158,5 @@ def run_variant(cfg: dict, v: dict, name: str, prj: Path, float_run, q_stage, te
             "frontend": frontend_estimate.raw_rate_table(
                 frontend.geometry(q_run.preprocess_params(), cfg_v["firmware"]["frontend_pixels_per_clock"]), est),
             "saturation": saturation, "eval_scan": list(shape),
-            "mae": mae_fw, "quantized_mae": mae_q, "float_mae": float_maes,
+            "mae": mae_fw, "calibration": calib_fw, "quantized_mae": mae_q, "float_mae": float_maes,
             "times_s": watch.times}
