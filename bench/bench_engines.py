@@ -32,6 +32,8 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ccstae.physics import disks  # noqa: E402
+from ccstae.core.data_io import user_frame_ground_truth  # noqa: E402
+from ccstae.physics.strain import swap_frame  # noqa: E402
 from ccstae.core.config import load_config  # noqa: E402
 from ccstae.physics.simulate import sim_params, simulate_scan  # noqa: E402
 
@@ -47,7 +49,9 @@ def run_engine(preset: str, engine: str, folder: Path, rows):
         seconds = time.perf_counter() - start
     with h5py.File(path) as f:
         data = f["datacube"][:]
-        gt = {k: f["ground_truth"][k][:] for k in ("exx", "eyy", "exy", "theta", "grain")}
+        # stored in the user frame (older cubes: the pattern frame); disks.measure takes the pattern frame
+        gt = swap_frame(user_frame_ground_truth({k: f["ground_truth"][k][:] for k in ("exx", "eyy", "exy", "theta", "grain")},
+                                                dict(f.attrs)))
         if "detected_fraction" in f:
             gt["detected_fraction"] = f["detected_fraction"][:]
     return cfg, data, gt, seconds

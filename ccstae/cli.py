@@ -256,7 +256,7 @@ def run_baseline(args) -> int:
     res = baseline_command(args.input, args.out, args.region, args.stat, args.dataset, args.overwrite,
                            progress=not args.no_progress)
     g = res["geometry"]
-    print(f"disk radius {g['disk_radius_px']:.2f} px, g1 {g['g1_px']} px, g2 {g['g2_px']} px (x, y); "
+    print(f"disk radius {g['disk_radius_px']:.2f} px, g1 {g['g1_px']} px, g2 {g['g2_px']} px (qx, qy); "
           f"not fitted: {100 * res['failed_fraction']:.1f} % of positions (zero strain there)")
     print(f"wrote {res['out']} and {res['png']}")
     return 0

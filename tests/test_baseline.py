@@ -23,7 +23,8 @@ needs_py4dstem = pytest.mark.skipif(not AVAILABLE, reason=WHY)
 
 def two_region_cube(preset="default", rx=4, ry=6, **simulate):
     """Noise-free patterns: the left half at the reference lattice (rotated 7 degrees), the right
-    half with a known uniform strain and 2 more degrees of rotation. simulate: [simulate] overrides."""
+    half with a known uniform strain and 2 more degrees of rotation. simulate: [simulate] overrides.
+    gt: in the user frame, as a cube stores it (rendered from its pattern-frame twin)."""
     cfg = load_config(preset)
     p = sim_params(dict(cfg["simulate"], **simulate))
     gt = {k: np.zeros((rx, ry), np.float32) for k in ("exx", "eyy", "exy", "theta")}
@@ -32,7 +33,7 @@ def two_region_cube(preset="default", rx=4, ry=6, **simulate):
     gt["theta"][:] = np.radians(7.0)
     gt["theta"][:, half:] += np.radians(2.0)
     data = render_patterns(p, *(gt[k].ravel() for k in ("exx", "eyy", "exy", "theta")))
-    return data.reshape(rx, ry, p.pattern, p.pattern), gt, p, (slice(0, rx), slice(0, half))
+    return data.reshape(rx, ry, p.pattern, p.pattern), strain.swap_frame(gt), p, (slice(0, rx), slice(0, half))
 
 
 def assert_recovers(maps, gt, region, tol):
@@ -50,7 +51,7 @@ def test_recovers_a_known_uniform_strain_with_geometry_measured_from_the_data():
     data, gt, p, region = two_region_cube()
     maps, info = baseline.baseline_maps(data, region=region)
     assert info["failed_fraction"] == 0
-    # Every map within 1e-4 (strain) / 0.01 degree: axes (py4DSTEM's Qx = our rows) and signs are right.
+    # Every map within 1e-4 (strain) / 0.01 degree: axes (exx along Qx, pattern rows) and signs are right.
     assert_recovers(maps, gt, region, 1e-4)
     # Measured, not read from the simulator: disk radius, centre and lattice spacing.
     geo = info["geometry"]
@@ -60,7 +61,7 @@ def test_recovers_a_known_uniform_strain_with_geometry_measured_from_the_data():
     g1, g2 = np.array(geo["g1_px"]), np.array(geo["g2_px"])
     angle = np.degrees(np.arccos(abs(g1 @ g2) / np.hypot(*g1) / np.hypot(*g2)))
     assert angle == pytest.approx(60, abs=2)  # first-order pair, not g1 + 2 g2 (half the lattice)
-    # py4DSTEM's own get_strain, converted to our axes: the same signs, differing only at
+    # py4DSTEM's own get_strain, as it is (the same frame): the same signs, differing only at
     # second order (it is an infinitesimal strain).
     p4, truth, right = info["p4_maps"], truth_maps(gt, region=region), (slice(None), slice(3, None))
     for k in ("exx", "eyy", "exy"):
@@ -91,7 +92,8 @@ def lattice_cube(a_px: float, b_px: float, rx=4, ry=6, pattern=64, radius=3.0):
     h, k = (v.ravel() for v in np.mgrid[-4:5, -4:5])
     g = np.stack([h * a_px, k * b_px], -1).astype(np.float64)  # (x, y)
     amp = np.where((h == 0) & (k == 0), 4.0, np.exp(-0.002 * (g ** 2).sum(1)))
-    m = lattice_matrix(*(gt[k_].ravel() for k_ in ("exx", "eyy", "exy", "theta")))
+    pattern_gt = strain.swap_frame(gt)  # lattice_matrix takes the pattern frame
+    m = lattice_matrix(*(pattern_gt[k_].ravel() for k_ in ("exx", "eyy", "exy", "theta")))
     xy = np.einsum("nij,dj->ndi", m, g)
     c = (pattern - 1) / 2
     rr, cc = np.indices((pattern, pattern))

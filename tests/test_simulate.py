@@ -6,6 +6,7 @@ import pytest
 
 from ccstae.core import data_io
 from ccstae.physics import simulate
+from ccstae.physics.strain import STRAIN_FRAME, swap_frame
 from ccstae.core.config import load_config
 from ccstae.core.errors import UserError
 
@@ -165,12 +166,14 @@ def test_simulate_scan_clean_and_noisy(tmp_path):
     clean = simulate.simulate_scan(cfg, tmp_path / "clean.h5", clean=True, progress=False)
     noisy = simulate.simulate_scan(cfg, tmp_path / "noisy.h5", noise_w=0.5, counts=1e4, progress=False)
     gt = simulate.ground_truth_maps(cfg)
+    stored = swap_frame(gt)  # cubes hold the user frame (docs/frame.md)
     with data_io.open_cube(clean) as a, data_io.open_cube(noisy) as b:
         assert a.shape == (12, 12, 32, 32) and a.attrs["clean"] and not b.attrs["clean"]
         assert b.attrs["noise_w"] == 0.5 and b.attrs["counts"] == 1e4 and a.attrs["seed"] == 0
         assert a.attrs["simulate.pattern"] == 32 and "ccstae_version" in a.attrs
+        assert a.attrs["strain_frame"] == STRAIN_FRAME
         for k in gt:
-            assert np.array_equal(a.ground_truth[k], gt[k])
+            assert np.array_equal(a.ground_truth[k], stored[k])
         x = a.read_rows(3, 4)[0]
         want = simulate.render_patterns(cfg, gt["exx"][3], gt["eyy"][3], gt["exy"][3], gt["theta"][3])
         assert np.allclose(x, want, atol=1e-7)

@@ -26,18 +26,21 @@ The chain is py4DSTEM 0.14's own (optional extra `.[baseline]`): DataCube.find_B
 (synthetic disk template of the measured radius) -> calibrated origin -> StrainMap Bragg
 vector map -> fit_basis_vectors (index, weighted least squares per pattern).
 
-Axes. py4DSTEM indexes Qx along pattern rows (numpy axis 2) and Qy along columns; our
-geometry (ccstae/physics/simulate.py) has x along columns and y along rows. So our (x, y) is
-py4DSTEM's (qy, qx), and swapping the axes flips the sense of rotation.
+Axes. py4DSTEM indexes Qx along pattern rows (numpy axis 2) and Qy along columns; the
+pattern frame of our geometry (ccstae/physics/simulate.py) has x along columns and y along rows,
+so its (x, y) is py4DSTEM's (qy, qx). The lattice vectors are turned into that frame to go
+through ccstae/physics/strain.py like every other matrix, which returns maps in the user frame:
+py4DSTEM's own (docs/frame.md). So `maps` and py4DSTEM's get_strain need no conversion.
 
 Two readings of the same fitted lattice vectors are returned:
 
 - `maps` (the baseline we score): the per-pattern lattice vectors g1, g2 as G = [g1 g2] in
-  our (x, y), referenced and decomposed by our code (ccstae/physics/strain.py: G G_ref^-1, G_ref the
+  the pattern frame's (x, y), referenced and decomposed by our code (ccstae/physics/strain.py: G G_ref^-1, G_ref the
   mean over the region, then the polar decomposition). Any other basis of the same lattice
   gives the same maps (G U (G_ref U)^-1 = G G_ref^-1).
-- `p4_maps`: py4DSTEM's own `get_strain` (same reference vectors), converted to our axes: an
-  infinitesimal strain, differing at second order (~1e-4 at 1 %): a check of conventions.
+- `p4_maps`: py4DSTEM's own `get_strain` (same reference vectors), as it is (renamed e_xx ->
+  exx ...): an infinitesimal strain, differing at second order (~1e-4 at 1 % strain, 1 - cos of
+  the rotation in exx and eyy): a check of conventions.
 
 Limitation (py4DSTEM's, kept): StrainMap indexes every pattern against ONE basis chosen on
 the Bragg vector map, so grains misoriented by about 30 degrees on a hexagonal lattice are
@@ -269,7 +272,7 @@ def fit_lattice(data: np.ndarray, params: BaselineParams = BaselineParams(), geo
                 progress: bool = False, source: str = "cube") -> dict:
     """py4DSTEM on a (Rx, Ry, Qx, Qy) array -> per-position lattice vectors.
 
-    Returns {"G": (Rx, Ry, 2, 2), columns g1, g2 in our (x, y) pixels (NaN where no fit),
+    Returns {"G": (Rx, Ry, 2, 2), columns g1, g2 in the pattern frame's (x, y) pixels (NaN where no fit),
     "valid": (Rx, Ry) bool, "strainmap": the py4DSTEM StrainMap, "params": the pixel values
     used, "geometry": what was measured}. geometry: a measure_geometry result to reuse.
     """
@@ -318,7 +321,7 @@ def fit_lattice(data: np.ndarray, params: BaselineParams = BaselineParams(), geo
         raise UserError(f"{source}: no lattice visible: py4DSTEM fitted a lattice at only "
                         f"{100 * valid.mean():.0f} % of positions, median residual {residual:.2f} x g")
     geo_out = {k: v for k, v in geo.items() if k != "origins"}
-    geo_out.update(g1_px=[float(g1[1]), float(g1[0])], g2_px=[float(g2[1]), float(g2[0])],  # our (x, y)
+    geo_out.update(g1_px=[float(g1[0]), float(g1[1])], g2_px=[float(g2[0]), float(g2[1])],  # (qx, qy): the user frame
                    origin_drift_px=float(np.ptp(geo["origins"][0]) + np.ptp(geo["origins"][1])),
                    fit_residual_g=residual)
     return {"G": G, "valid": valid, "strainmap": sm, "params": s, "geometry": geo_out}
@@ -330,7 +333,7 @@ def baseline_maps(cube_or_data, geometry: dict | None = None, params: BaselinePa
 
     geometry: a measure_geometry() result to reuse (e.g. across parameter settings), or None.
     Returns (maps, info): maps like model/evaluate.maps_from_raw (theta in radians); info:
-    {"p4_maps": py4DSTEM's get_strain in our axes, "failed_fraction", "params",
+    {"p4_maps": py4DSTEM's get_strain as it is (the same frame), "failed_fraction", "params",
     "baseline_params", "geometry"}. Raises UserError when no lattice is visible.
     """
     if isinstance(cube_or_data, np.ndarray):
@@ -369,24 +372,12 @@ def baseline_maps(cube_or_data, geometry: dict | None = None, params: BaselinePa
         sm.get_strain(gvects=((ref[1, 0], ref[0, 0]), (ref[1, 1], ref[0, 1])))
         plt.close("all")
     p4 = {k: np.asarray(sm.get_slice(k).data, np.float64) for k in ("e_xx", "e_yy", "e_xy", "theta")}
-    p4_maps = to_our_axes(p4)
+    p4_maps = {"exx": p4["e_xx"], "eyy": p4["e_yy"], "exy": p4["e_xy"], "theta": p4["theta"]}  # the user frame
     for v in p4_maps.values():
         v[~valid] = 0.0
     info = {"p4_maps": p4_maps, "failed_fraction": float(1 - valid.mean()), "params": fit["params"],
             "baseline_params": asdict(params), "geometry": fit["geometry"], "valid": valid}
     return maps, info
-
-
-def to_our_axes(p4: dict) -> dict:
-    """py4DSTEM's get_strain slices (axes qx = rows, qy = columns) -> our exx, eyy, exy, theta.
-
-    py4DSTEM's e_xx is along Qx = our y, so ours exx = its e_yy and eyy = its e_xx; e_xy is
-    symmetric; its theta = (beta_01 - beta_10) / 2 in its (qx, qy) frame, which is minus the
-    rotation in a right-handed frame, and the axis swap flips the sense once more, so ours
-    theta = its theta. (Checked on noise-free cubes of known strain: tests/test_baseline.py.)
-    """
-    return {"exx": p4["e_yy"].copy(), "eyy": p4["e_xx"].copy(), "exy": p4["e_xy"].copy(),
-            "theta": p4["theta"].copy()}
 
 
 # ----------------------------------------------------------------------------- the command

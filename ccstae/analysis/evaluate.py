@@ -73,6 +73,7 @@ def write_strain_h5(path: Path, maps: dict, attrs: dict, overwrite: bool = False
         for k in strain.MAPS:
             f.create_dataset(k, data=maps[k].astype(np.float32))
         f["theta"].attrs["units"] = "radians"
+        f.attrs["strain_frame"] = strain.STRAIN_FRAME  # maps are in the user frame (docs/frame.md)
         for k, v in attrs.items():
             f.attrs[k] = v
 

@@ -135,12 +135,15 @@ def centroid_floor(clean: np.ndarray, counts: float, w: float = 0.0, gamma_frac:
             fisher += np.outer(g, g) * (disk / n) ** 2 / (spread / n)
             used += 1
         cov = np.linalg.pinv(fisher) if used >= 2 else np.full((2, 2), np.inf)
-        var["exx"].append(cov[0, 0])
+        var["exx"].append(cov[0, 0])  # the pattern frame (x along columns): relabelled below
         var["eyy"].append(cov[1, 1])
         var["exy"].append((cov[0, 0] + cov[1, 1]) / 4)
         n_disks.append(used)
     mae_factor = np.sqrt(2 / np.pi)
-    return {**{k: float(mae_factor * np.mean(np.sqrt(v))) for k, v in var.items()}, "disks": float(np.mean(n_disks))}
+    from ccstae.physics.strain import swap_frame
+
+    floors = swap_frame({k: float(mae_factor * np.mean(np.sqrt(v))) for k, v in var.items()})  # the user frame
+    return {**floors, "disks": float(np.mean(n_disks))}
 
 
 def bayes_floor(floor: dict, truth: dict) -> dict:

@@ -3,9 +3,11 @@
 Our layout (written by `CubeWriter` / `write_cube`, e.g. from `ccstae simulate`):
 
     /datacube                   float32 (Rx, Ry, Qx, Qy), chunked by scan row, gzip
-    /ground_truth/{exx,eyy,exy,theta,grain}   (Rx, Ry) maps, theta in radians (optional)
+    /ground_truth/{exx,eyy,exy,theta,grain}   (Rx, Ry) maps, theta in radians (optional), in
+                                the user frame: exx along Qx (axis 2) and Rx (axis 0), theta in
+                                py4DSTEM's sense (docs/frame.md)
     file attributes             config (JSON), flat simulate.* / noise.* keys, noise_w,
-                                counts, clean, seed, ccstae_version, created_by
+                                counts, clean, seed, ccstae_version, created_by, strain_frame
 
 `open_cube(path, dataset=None)` also reads py4DSTEM / EMD 1.0 files
 (`/<name>_root/datacube/data`), any HDF5 file with a 4D dataset (named or unique) and
@@ -28,6 +30,22 @@ from ccstae.core.errors import DataError, UserError
 CHUNK_BYTES = 4 * 2**20  # target HDF5 chunk size: one scan row, or part of one if bigger
 CACHE_BYTES = 64 * 2**20  # HDF5 chunk cache per open file, so sorted random reads hit it
 GT_MAPS = ("exx", "eyy", "exy", "theta", "grain")
+# Writers of ground truth that stored it in the pattern frame (exx along pattern columns) before
+# the frame was settled (docs/frame.md); their cubes have no strain_frame attribute.
+PATTERN_FRAME_WRITERS = ("ccstae simulate", "ccstae train (simulated training sample)")
+
+
+def user_frame_ground_truth(gt: dict | None, attrs: dict) -> dict | None:
+    """Ground truth as a cube stores it -> the user frame (ccstae/physics/strain.py). A cube our
+    simulator wrote before the frame was settled (created_by one of PATTERN_FRAME_WRITERS, no
+    strain_frame attribute) holds the pattern frame: its exx and eyy are swapped back, so old
+    cubes keep scoring right. Anything else is read as it is."""
+    if gt is None or "strain_frame" in attrs or _plain(attrs.get("created_by")) not in PATTERN_FRAME_WRITERS:
+        return gt
+    out = dict(gt)
+    if "exx" in gt and "eyy" in gt:
+        out["exx"], out["eyy"] = gt["eyy"], gt["exx"]
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -431,6 +449,7 @@ def open_cube(path, dataset: str | None = None) -> Cube:
         gt = None
         if name == "/datacube" and "ground_truth" in f:
             gt = {k: f["ground_truth"][k][()] for k in f["ground_truth"] if isinstance(f["ground_truth"][k], h5py.Dataset)}
+            gt = user_frame_ground_truth(gt, attrs)
         return Cube(path, data, file=f, attrs=attrs, ground_truth=gt, dataset_name=name)
     except DataError:
         f.close()

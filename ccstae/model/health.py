@@ -132,9 +132,12 @@ def noise_floor(clean: np.ndarray, counts: float, w: float = 0.0, gamma_frac: fl
         d = np.stack([-gx * px, -gx * py, -gy * px, -gy * py])[:, outside]
         fisher = (d / np.maximum(lam[outside], 1e-12)) @ d.T
         cov = np.linalg.pinv(fisher)
-        sig["exx"].append(np.sqrt(cov[0, 0]))
+        sig["exx"].append(np.sqrt(cov[0, 0]))  # the pattern frame (x along columns): relabelled below
         sig["eyy"].append(np.sqrt(cov[3, 3]))
         sig["exy"].append(0.5 * np.sqrt(max(cov[1, 1] + cov[2, 2] + 2 * cov[1, 2], 0)))
         bragg.append(counts * (1 - w) * img[outside].sum())
     mae_factor = np.sqrt(2 / np.pi)  # MAE of a zero-mean Gaussian over its std
-    return {**{k: float(mae_factor * np.mean(v)) for k, v in sig.items()}, "bragg_counts": float(np.mean(bragg))}
+    from ccstae.physics.strain import swap_frame
+
+    floors = swap_frame({k: float(mae_factor * np.mean(v)) for k, v in sig.items()})  # the user frame
+    return {**floors, "bragg_counts": float(np.mean(bragg))}

@@ -1,9 +1,9 @@
 """Bragg disks measured in patterns, to compare engines (tests, bench/bench_engines.py).
 
 Each disk is measured inside a circle of radius (disk radius + 1 px) around where the sample's
-ground truth puts it (model/simulate.disk_centres): its centroid (row, col) and its integrated
-intensity (a share of the pattern, patterns summing to 1). Only disks whose circle lies fully on
-the detector count, and positions are compared only on disks holding at least 5 % of the mean
+ground truth (in the pattern frame, docs/frame.md) puts it (model/simulate.disk_centres): its
+centroid (row, col) and its integrated intensity (a share of the pattern, patterns summing to
+1). Only disks whose circle lies fully on the detector count, and positions are compared only on disks holding at least 5 % of the mean
 intensity of the brightest one in both engines: a faint disk's centroid is the tails of its
 bright neighbours (a kinematic SrTiO3 (100) disk is ~1e-4 of a (110) disk).
 """

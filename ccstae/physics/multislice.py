@@ -180,7 +180,8 @@ def resample(arr, k0, dk, p, jitter=None):
 
 
 def simulate_rows(p, writer, gt, progress: bool = True):
-    """Fill writer's rows from writer.rows_done on (resume) with clean multislice patterns, then its maps."""
+    """Fill writer's rows from writer.rows_done on (resume) with clean multislice patterns, then its maps
+    (gt: as they are to be stored, the user frame)."""
     from tqdm import tqdm
 
     engine = Engine(p)

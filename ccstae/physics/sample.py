@@ -18,8 +18,10 @@ at every point, so atoms (multislice) and probe positions (ground truth) use the
 
 Ground truth: a grain rotated by phi and deformed by F has reciprocal vectors
 g' = F^-T R(phi) g = M g. The polar decomposition of M (model/strain.polar_strain, the same
-code the strain maps go through) gives the (exx, eyy, exy, theta) for which
-R(theta) (I + eps)^-T = M exactly: the simulator's convention with finite strain.
+code the strain maps go through, frame="pattern") gives the (exx, eyy, exy, theta) for which
+R(theta) (I + eps)^-T = M exactly: the simulator's convention with finite strain, in the
+pattern frame the renderer takes (the frame where scan axis 0 is x, see Coordinates; cubes
+store the ground truth in the user frame, ccstae/physics/strain.py and docs/frame.md).
 """
 from __future__ import annotations
 
@@ -103,7 +105,8 @@ def displacement_sample(p):
 
 
 def displacement_ground_truth(p) -> dict:
-    """Ground-truth maps (exx, eyy, exy, theta float32, grain int32) of the displacement sample."""
+    """Ground-truth maps (exx, eyy, exy, theta float32, grain int32) of the displacement sample,
+    in the pattern frame (what render_patterns takes)."""
     from ccstae.physics.strain import polar_strain
 
     seeds, rot, u = displacement_sample(p)
@@ -113,6 +116,6 @@ def displacement_ground_truth(p) -> dict:
     c, s = np.cos(rot[grain]), np.sin(rot[grain])
     r = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
     m = np.swapaxes(np.linalg.inv(f), -1, -2) @ r
-    out = {k: v.astype(np.float32) for k, v in polar_strain(m).items()}
+    out = {k: v.astype(np.float32) for k, v in polar_strain(m, frame="pattern").items()}
     out["grain"] = grain
     return out

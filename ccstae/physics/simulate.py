@@ -6,7 +6,10 @@ fields (strain_field = "independent", the original simulator) or the gradient of
 displacement field (strain_field = "displacement", ccstae/physics/sample.py), the sample the
 multislice engine (ccstae/physics/multislice.py, `engine = "multislice"`) builds from atoms; the
 kinematic engine draws the very same sample. `ground_truth_maps` returns exx, eyy, exy
-(dimensionless), theta (RADIANS) and the grain label of every probe position.
+(dimensionless), theta (RADIANS) and the grain label of every probe position, in the pattern
+frame below (what render_patterns takes); cubes store them in the user frame, py4DSTEM's
+(exx along Qx = pattern axis 2: exx and eyy swapped, ccstae/physics/strain.swap_frame), with the
+attribute strain_frame (docs/frame.md).
 `simulate_scan` dispatches on `engine`, so every caller gets either.
 
 Pattern geometry (the convention the model relies on; it matches ccstae/model/stn.py):
@@ -203,7 +206,9 @@ def _smooth_field(rng, shape, sigma, amplitude):
 
 
 def ground_truth_maps(sim_cfg) -> dict:
-    """Maps of the sample: exx, eyy, exy, theta (radians) as (Rx, Ry) float32, grain int32.
+    """Maps of the sample: exx, eyy, exy, theta (radians) as (Rx, Ry) float32, grain int32, in the
+    pattern frame (x along pattern columns: render_patterns' arguments; cubes store
+    strain.swap_frame of them, the user frame).
 
     strain_field = "displacement": from the gradient of one displacement field (ccstae/physics/sample.py),
     the sample the multislice engine builds. "independent" (the original simulator, below):
@@ -421,7 +426,9 @@ def _noisy_copy(clean_path, out_path, attrs, p, noise_w, counts, gamma, overwrit
                       dynamic_ncols=True):
             rng = np.random.default_rng([p.seed, 2, r])
             w.write_rows(r, noise.add_noise(src["datacube"][r], noise_w, counts, rng, gamma_frac=gamma)[None])
-        w.write_ground_truth({k: src["ground_truth"][k][()] for k in src["ground_truth"]})
+        # In the user frame whatever the cached clean cube's age (data_io.user_frame_ground_truth)
+        w.write_ground_truth(data_io.user_frame_ground_truth(
+            {k: src["ground_truth"][k][()] for k in src["ground_truth"]}, dict(src.attrs)))
         if "detected_fraction" in src:
             w.file.create_dataset("detected_fraction", data=src["detected_fraction"][()])
     return Path(out_path)
@@ -445,7 +452,7 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
     sample cost one multislice run; noise draws are per scan row (seed, row).
     """
     from ccstae.core import data_io
-    from ccstae.physics import noise
+    from ccstae.physics import noise, strain
 
     sim = dict(cfg["simulate"])
     if seed is not None:
@@ -472,7 +479,7 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
              "engine": p.engine, "scan_step_A": p.scan_step_A,
              "dose_e_per_A2": 0.0 if clean else noise.dose_from_counts(counts, p.scan_step_A),
              "geometry": "disk of g at (row, col) = (c + y, c + x), c = (P-1)/2, (x, y) = R(theta)(I+eps)^-T g",
-             "theta_units": "radians"}
+             "theta_units": "radians", "strain_frame": strain.STRAIN_FRAME}
     attrs.update({f"simulate.{k}": v for k, v in asdict(p).items()})
     attrs.update({f"noise.{k}": v for k, v in cfg["noise"].items()})
     attrs.update(p.geometry())
@@ -490,7 +497,7 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
                                noise_w, counts, gamma, overwrite, progress)
         with data_io.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite,
                                 resume=True) as w:
-            multislice.simulate_rows(p, w, gt, progress=progress)
+            multislice.simulate_rows(p, w, strain.swap_frame(gt), progress=progress)
         return out_path
 
     with data_io.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite) as w:
@@ -499,7 +506,7 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
             if not clean:
                 row = noise.add_noise(row, noise_w, counts, noise_rng, gamma_frac=gamma)
             w.write_rows(r, row.reshape(1, ry, p.pattern, p.pattern))
-        w.write_ground_truth(gt)
+        w.write_ground_truth(strain.swap_frame(gt))  # the user frame (docs/frame.md)
     return out_path
 
 
@@ -513,6 +520,7 @@ def simulate_training_sample(cfg: dict, path: Path, progress: bool = True) -> Pa
     the ground truth saved with the cube is for evaluation only.
     """
     from ccstae.core.data_io import write_cube
+    from ccstae.physics.strain import STRAIN_FRAME, swap_frame
 
     t = cfg["train"]
     if t["sample_kind"] == "random":
@@ -524,8 +532,9 @@ def simulate_training_sample(cfg: dict, path: Path, progress: bool = True) -> Pa
         gt["theta"] = rng.uniform(-rot, rot, (rx, ry)).astype(np.float32)
         gt["grain"] = np.arange(rx * ry, dtype=np.int32).reshape(rx, ry)
         patterns = render_patterns(s, *(gt[k].ravel() for k in ("exx", "eyy", "exy", "theta")), rng=rng)
-        return write_cube(path, patterns.reshape(rx, ry, *patterns.shape[1:]), gt,
+        return write_cube(path, patterns.reshape(rx, ry, *patterns.shape[1:]), swap_frame(gt),
                           attrs={"config": json.dumps(cfg), "clean": True, "sample_kind": "random",
+                                 "strain_frame": STRAIN_FRAME,
                                  "created_by": "ccstae train (simulated training sample)"})
     if t["sample_kind"] != "scan":
         raise UserError(f"config train.sample_kind '{t['sample_kind']}' is not 'scan' or 'random'")

@@ -12,6 +12,17 @@ spread in the region: `stat="median"` is offered, the mean is the default.
 
 Rotation is only defined modulo the lattice's rotational period (60 degrees hexagonal, 90
 square, 180 rectangular): errors are wrapped by it.
+
+Frames (docs/frame.md). The matrices live in the PATTERN frame of the simulator and the
+encoder (ccstae/physics/simulate.py): x along pattern columns (numpy axis 3), y along rows
+(axis 2). Every map a user sees is in the USER frame, py4DSTEM's: exx is the normal strain along
+Qx = pattern axis 2 (and scan axis 0, Rx), eyy along Qy = axis 3 (scan axis 1), theta positive in
+py4DSTEM's sense (its get_strain: (beta_01 - beta_10) / 2). The two frames differ by the swap of
+x and y, a reflection: exx and eyy swap, exy stays, and the rotation, which a reflection reverses,
+is positive from Qy towards Qx in both (py4DSTEM counts it clockwise in its (qx, qy)), so theta
+stays. That relabelling happens here and only here: polar_strain (and strain_maps through it)
+returns user-frame maps, ground_truth_matrices reads user-frame maps; ground truth is stored in
+cubes in the user frame (attribute strain_frame = STRAIN_FRAME).
 """
 from __future__ import annotations
 
@@ -23,6 +34,23 @@ from ccstae.core.data_io import save_figure
 from ccstae.core.errors import UserError
 
 MAPS = ("exx", "eyy", "exy", "theta")
+STRAIN_FRAME = "py4DSTEM: x along Rx (axis 0) and Qx (axis 2)"
+FRAMES = ("user", "pattern")
+
+
+def swap_frame(maps: dict) -> dict:
+    """Maps in one frame -> the other (user <-> pattern; the swap is its own inverse): a copy with
+    exx and eyy exchanged; exy, theta (in py4DSTEM's sense) and any other key unchanged. Also
+    relabels per-map figures (MAE, noise floors) computed in the pattern frame."""
+    out = dict(maps)
+    if "exx" in maps or "eyy" in maps:
+        out["exx"], out["eyy"] = maps["eyy"], maps["exx"]
+    return out
+
+
+def _check_frame(frame: str) -> None:
+    if frame not in FRAMES:
+        raise ValueError(f"frame {frame!r} is not one of {FRAMES}")
 
 
 def parse_region(text: str | None, scan_shape) -> tuple[slice, slice]:
@@ -40,18 +68,23 @@ def parse_region(text: str | None, scan_shape) -> tuple[slice, slice]:
     return region
 
 
-def polar_strain(m: np.ndarray) -> dict:
-    """(..., 2, 2) matrices M = R U -> exx, eyy, exy (of eps = U^-1 - I) and theta (radians)."""
+def polar_strain(m: np.ndarray, frame: str = "user") -> dict:
+    """(..., 2, 2) pattern-frame matrices M = R U -> exx, eyy, exy (of eps = U^-1 - I) and theta
+    (radians), in the user frame (py4DSTEM's, see the module docstring) or, with
+    frame="pattern", in the pattern frame the simulator renders from (ccstae/physics/sample.py)."""
+    _check_frame(frame)
     u_, s, vt = np.linalg.svd(m)
     rot = u_ @ vt  # the orthogonal polar factor
     u = np.swapaxes(vt, -1, -2) @ (s[..., None] * vt)  # U = V S V^T
     eps = np.linalg.inv(u) - np.eye(2)
-    return {"exx": eps[..., 0, 0], "eyy": eps[..., 1, 1], "exy": 0.5 * (eps[..., 0, 1] + eps[..., 1, 0]),
+    maps = {"exx": eps[..., 0, 0], "eyy": eps[..., 1, 1], "exy": 0.5 * (eps[..., 0, 1] + eps[..., 1, 0]),
             "theta": np.arctan2(rot[..., 1, 0], rot[..., 0, 0])}
+    return swap_frame(maps) if frame == "user" else maps
 
 
 def strain_maps(matrices: np.ndarray, region=None, stat: str = "mean") -> dict:
-    """(Rx, Ry, 2, 2) matrices -> maps referenced to the mean (or median) matrix of `region`."""
+    """(Rx, Ry, 2, 2) pattern-frame matrices -> user-frame maps referenced to the mean (or median)
+    matrix of `region`."""
     rs, cs = parse_region(region, matrices.shape[:2]) if not isinstance(region, tuple) else region
     if stat not in ("mean", "median"):
         raise UserError(f"reference statistic '{stat}' is not 'mean' or 'median'")
@@ -59,8 +92,12 @@ def strain_maps(matrices: np.ndarray, region=None, stat: str = "mean") -> dict:
     return polar_strain(matrices @ np.linalg.inv(m_ref))
 
 
-def ground_truth_matrices(gt: dict) -> np.ndarray:
-    """M = R(theta) (I + eps)^-T from ground-truth maps -> (Rx, Ry, 2, 2)."""
+def ground_truth_matrices(gt: dict, frame: str = "user") -> np.ndarray:
+    """M = R(theta) (I + eps)^-T, in the pattern frame, from ground-truth maps -> (Rx, Ry, 2, 2).
+
+    gt: maps in the user frame, as cubes store them (frame="pattern": as the simulator renders)."""
+    _check_frame(frame)
+    gt = swap_frame(gt) if frame == "user" else gt
     eps = np.stack([np.stack([gt["exx"], gt["exy"]], -1), np.stack([gt["exy"], gt["eyy"]], -1)], -2)
     c, s = np.cos(gt["theta"]), np.sin(gt["theta"])
     rot = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
