@@ -96,13 +96,12 @@ def evaluate_cube(cube_info: dict, runs: dict, models, hls_model, firmware_patte
     truth = truth_maps(gt) if gt is not None else None
     rot = runs["float"].rot_range  # the lattice's rotation bound (the quantized run inherits it)
 
-    def score(raw_outputs):
-        return mae(maps_from_raw(raw_outputs.reshape(*scan, 4), rot_range=rot), truth, 2 * rot)
-
-    def calib(raw_outputs):  # slope and correlation against the truth, beside every MAE
+    def scores(raw_outputs) -> dict:
+        """The maps' MAE and calibration (slope, correlation) against the truth; None without one."""
         if truth is None:
-            return None
-        return calibration(maps_from_raw(raw_outputs.reshape(*scan, 4), rot_range=rot), truth, 2 * rot)
+            return {"mae": None, "calibration": None}
+        maps = maps_from_raw(raw_outputs.reshape(*scan, 4), rot_range=rot)
+        return {"mae": mae(maps, truth, 2 * rot), "calibration": calibration(maps, truth, 2 * rot)}
 
     base = {k: cube_info[k] for k in ("label", "level", "seed")}
     no_truth = None if truth is not None else f"{cube_info['path']}: no ground truth in this cube: MAE refused, loss only"
@@ -117,7 +116,7 @@ def evaluate_cube(cube_info: dict, runs: dict, models, hls_model, firmware_patte
             continue
         run = runs[label]
         rows.append({**base, "model": label, "source": label,
-                     "mae": score(raw[label]) if truth is not None else None, "calibration": calib(raw[label]),
+                     **scores(raw[label]),
                      "loss": cycle_loss(raw[label], inputs[label], runs[label + "_reference"], run),
                      "note": no_truth})
     if "firmware" in models:
@@ -135,14 +134,12 @@ def evaluate_cube(cube_info: dict, runs: dict, models, hls_model, firmware_patte
         if k == n:  # every pattern C-simulated: the firmware's own numbers
             full = fw
             row["source"] = "csim"
-            row["mae"] = score(full) if truth is not None else None
-            row["calibration"] = calib(full)
+            row.update(scores(full))
             row["loss"] = cycle_loss(full, x, runs["quantized_reference"], q_run)
         elif check.exact:  # QKeras stands in, verified bit-exact on the C-simulated subset
             q = next(r for r in rows if r["model"] == "quantized") if "quantized" in models else None
             row["source"] = f"qkeras, bit-exact on {k} C-sim patterns"
-            row["mae"] = q["mae"] if q else (score(raw["quantized"]) if truth is not None else None)
-            row["calibration"] = q["calibration"] if q else calib(raw["quantized"])
+            row.update({k: q[k] for k in ("mae", "calibration")} if q else scores(raw["quantized"]))
             row["loss"] = q["loss"] if q else cycle_loss(raw["quantized"], inputs["quantized"],
                                                          runs["quantized_reference"], q_run)
         else:  # not bit-exact: no full-scan C-simulation to stand on, so no firmware MAE
