@@ -135,6 +135,9 @@ class Train:
     mask_inner: float = key("[0, 0.5)", "inner radius of the annular loss mask, fraction of the pattern")
     mask_outer: float = key("(0, 0.5]", "outer radius of the annular loss mask")
     reference_freeze: float = key("[0, 1]", "fraction of the epochs the reference stays at its initial value")
+    distill_epochs: int = key("[0, inf)", "self-distillation epochs after the cycle epochs (0: none)")
+    distill_learning_rate: float = key("(0, 1]", "Adam learning rate of self-distillation (cosine decay)")
+    distill_steps: int = key("[1, 50]", "Gauss-Newton steps that refine each training pattern's target")
     seed: int = key("[0, inf)", "training seed")
 
     @staticmethod

@@ -142,3 +142,13 @@ class CCSTAE(tf.Module):
         penalty = tf.reduce_mean(tf.nn.relu(tf.abs(raw) - 2.5) ** 2)
         return {"cycle_ref": l_ref, "cycle_pattern": l_pattern, "penalty": penalty,
                 "total": l_ref + l_pattern + penalty}
+
+    def distill_losses(self, x_in, target, scale, training=False):
+        """Self-distillation: the encoder's (scale_x, scale_y, shear, rotation) against per-pattern
+        targets (ccstae/model/refine.py), each in units of its spread over the training targets, so
+        the strain components weigh as much as the rotation, which spans a grain's whole range."""
+        raw = self.encoder(x_in, training=training)
+        params = tf.stack(bound_affine(raw, self.rot_range), 1)
+        fit = tf.reduce_mean(tf.reduce_sum(((params - target) / scale) ** 2, 1))
+        penalty = tf.reduce_mean(tf.nn.relu(tf.abs(raw) - 2.5) ** 2)
+        return {"distill": fit, "penalty": penalty, "total": fit + penalty}

@@ -10,7 +10,7 @@ A run directory holds:
                        the measured lattice (symmetry, rotation bound) (ccstae/model/preprocess.py)
     encoder.h5         the best encoder (lowest validation loss), Keras 2 HDF5
     reference.npy      the learned reference pattern (encoder input space)
-    history.json       losses per epoch
+    history.json       losses per epoch (phase "cycle", then "distill" when [train] distill_epochs > 0)
     health.json        did the encoder learn anything (ccstae/model/health.py)
     checkpoints/       the last state (weights, optimizer, epoch) for --resume
     DONE               written last: the run finished
@@ -26,12 +26,13 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from ccstae.model import health, network, preprocess, stn
+from ccstae.model import health, network, preprocess, refine, stn
 from ccstae.physics import lattice, noise
 from ccstae.core.data_io import atomic_path, open_cube, write_json
 from ccstae.core.errors import UserError
 
 NOISE_MODES = ("none", "fixed", "mixed", "curriculum")
+DISTILL_OFF = {"distill_epochs": 0, "distill_learning_rate": 1e-3, "distill_steps": 4}
 
 
 def validate_train_config(cfg: dict) -> None:
@@ -42,9 +43,12 @@ def validate_train_config(cfg: dict) -> None:
         raise UserError("config train.noise_per must be 'sample' or 'batch'")
     if not t["noise_levels"] or any(not 0 <= w < 1 for w in t["noise_levels"]):
         raise UserError("config train.noise_levels must be a non-empty list of levels in [0, 1)")
-    for key in ("epochs", "batch_size", "max_patterns"):
+    for key in ("batch_size", "max_patterns"):
         if int(t[key]) < 1:
             raise UserError(f"config train.{key} must be >= 1")
+    # QAT of a distilled run distils only (ccstae/quant/qat.py): no cycle epochs then.
+    if int(t["epochs"]) < (0 if int(t.get("distill_epochs", 0)) > 0 else 1):
+        raise UserError("config train.epochs must be >= 1")
     if not 0 < t["val_fraction"] < 0.5:
         raise UserError("config train.val_fraction must be in (0, 0.5)")
     if not 0 <= t["mask_inner"] < t["mask_outer"] <= 0.5:
@@ -110,6 +114,8 @@ class Trainer:
     def __init__(self, cfg: dict, patterns: np.ndarray, run_dir: Path, encoder=None, scale=None,
                  reference=None, batch_hooks=(), save_encoder=None, select_from_epoch: int = 1,
                  prep: dict | None = None, integer_inputs: preprocess.PreprocessParams | None = None):
+        for key, value in DISTILL_OFF.items():  # runs made before self-distillation existed
+            cfg["train"].setdefault(key, value)
         validate_train_config(cfg)
         self.cfg, self.t, self.run_dir = cfg, cfg["train"], Path(run_dir)
         t, m = self.t, cfg["model"]
@@ -133,6 +139,7 @@ class Trainer:
         self.prep_params = dict(prep)
         self.scale, self.prep_mask = float(prep["scale"]), prep.get("mask")
         self.batch_hooks = list(batch_hooks)
+        self.targets = None  # the distillation targets, once the distill phase has begun
         # Model selection considers epochs from this one on (QAT: once pruning reached its target).
         self.select_from_epoch = int(select_from_epoch)
         self.save_encoder = save_encoder or (lambda enc, path: enc.save(path, save_format="h5", include_optimizer=False))
@@ -223,6 +230,69 @@ class Trainer:
         return losses
 
     @tf.function
+    def _step_distill(self, x_in, target, scale):
+        """A self-distillation step: the encoder alone, the reference stays as the cycle phase left it."""
+        with tf.GradientTape() as tape:
+            losses = self.model.distill_losses(x_in, target, scale, training=True)
+        variables = self.model.encoder.trainable_variables
+        grads = tape.gradient(losses["total"], variables)
+        self.distill_optimizer.apply_gradients(zip(grads, variables))
+        return losses
+
+    @tf.function
+    def _eval_distill(self, x_in, target, scale):
+        return self.model.distill_losses(x_in, target, scale)
+
+    def predict_params(self, raw_patterns, batch_size: int = 256) -> np.ndarray:
+        """The encoder's (scale_x, scale_y, shear, rotation) on patterns, (N, 4)."""
+        out = []
+        for i in range(0, len(raw_patterns), batch_size):
+            raw = self.model.encoder(self.encoder_inputs(raw_patterns[i:i + batch_size]), training=False)
+            out.append(np.stack([np.asarray(v) for v in network.bound_affine(raw.numpy(), self.rot_range)], 1))
+        return np.concatenate(out)
+
+    def distill_targets(self) -> dict:
+        """Each training and validation pattern's parameters, refined by Gauss-Newton against the
+        learned reference from the encoder's own guess (ccstae/model/refine.py). They are fitted on
+        the patterns as given (x_target of the cycle loss: before injected noise), never on truth."""
+        aligner = refine.Aligner(self.model.reference.numpy(), self.mask, float(self.t["blur_end"]))
+        out = {}
+        for name, raw in (("train", self.train_raw), ("val", self.val_raw)):
+            params = []
+            for i in range(0, len(raw), 1024):
+                part = raw[i:i + 1024]
+                guess = network.matrices_from_raw(
+                    refine.raw_from_params(self.predict_params(part), self.rot_range), self.rot_range)
+                m, _ = aligner.fit(self.prep(part), guess, steps=int(self.t["distill_steps"]))
+                params.append(refine.params_from_matrices(m))
+            out[name] = np.concatenate(params).astype(np.float32)
+        # Loss units: the spread of each parameter over the training targets (a floor keeps a
+        # parameter that never varies, e.g. a single unrotated crystal's rotation, finite).
+        out["scale"] = np.maximum(out["train"].std(0), 1e-4).astype(np.float32)
+        return out
+
+    def begin_distill(self, n_batches: int) -> None:
+        """Start the distillation phase: the best cycle-phase encoder and reference come back, the
+        targets are fitted, and model selection starts afresh (another loss, not comparable)."""
+        if getattr(self, "_best", None) is not None:
+            self.model.encoder.set_weights(self._best[0])
+            self.model.reference_logit.assign(self._best[1])
+        self.targets = self.distill_targets()
+        t = self.t
+        decay = tf.keras.optimizers.schedules.CosineDecay(float(t["distill_learning_rate"]),
+                                                          max(1, int(t["distill_epochs"]) * n_batches))
+        self.distill_optimizer = tf.keras.optimizers.Adam(decay)
+        if int(self.epoch.numpy()) == int(t["epochs"]):  # not a resume inside the phase
+            self.best_val.assign(np.inf)
+
+    def distill_validation_loss(self) -> float:
+        tg, totals = self.targets, []
+        for i in range(0, len(self.val_in), 256):
+            losses = self._eval_distill(self.val_in[i:i + 256], tg["val"][i:i + 256], tg["scale"])
+            totals.append(float(losses["distill"]) * len(self.val_in[i:i + 256]))
+        return sum(totals) / len(self.val_in)
+
+    @tf.function
     def _eval(self, x_in, x_target, sigma, mask):
         return self.model.losses(x_in, x_target, sigma, mask)
 
@@ -247,43 +317,61 @@ class Trainer:
         self.write_static()
         bs, stale = t["batch_size"], 0
         n_batches = int(np.ceil(len(self.train_raw) / bs))
-        start = int(self.epoch.numpy())
-        bar = tqdm(total=t["epochs"] * n_batches, initial=start * n_batches, disable=not progress,
+        n_cycle, total = int(t["epochs"]), int(t["epochs"]) + int(t["distill_epochs"])
+        epoch = int(self.epoch.numpy())
+        bar = tqdm(total=total * n_batches, initial=epoch * n_batches, disable=not progress,
                    desc="train", unit="batch", dynamic_ncols=True)
-        for epoch in range(start, t["epochs"]):
+        while epoch < total:
+            distill = epoch >= n_cycle
+            if distill and self.targets is None:
+                bar.set_description("targets")
+                self.begin_distill(n_batches)
+                bar.set_description("distill")
+                stale = 0
             rng = np.random.default_rng([t["seed"], epoch])  # per epoch: resume draws the same noise
-            sigma = tf.constant(blur_at(t, epoch), tf.float32)
+            sigma = tf.constant(blur_at(t, min(epoch, n_cycle)), tf.float32)
             order = rng.permutation(len(self.train_raw))
             t0, sums = time.time(), {}
             for b in range(n_batches):
-                raw = self.train_raw[order[b * bs:(b + 1) * bs]]
+                idx = order[b * bs:(b + 1) * bs]
+                raw = self.train_raw[idx]
                 x_in = self.encoder_inputs(self.noisy(raw, noise_levels_for(t, epoch, len(raw), rng), rng))
                 for hook in self.batch_hooks:
                     hook(epoch * n_batches + b)
-                step = self._step_encoder if epoch < t["reference_freeze"] * t["epochs"] else self._step
-                losses = step(x_in, self.prep(raw), sigma, self.mask)
+                if distill:
+                    losses = self._step_distill(x_in, self.targets["train"][idx], self.targets["scale"])
+                else:
+                    step = self._step_encoder if epoch < t["reference_freeze"] * n_cycle else self._step
+                    losses = step(x_in, self.prep(raw), sigma, self.mask)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + float(v) / n_batches
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{float(losses['total']):.4g}")
-            val = self.validation_loss()
+            val = self.distill_validation_loss() if distill else self.validation_loss()
             improved = epoch + 1 >= self.select_from_epoch and val < float(self.best_val.numpy())
             if improved:
                 self.best_val.assign(val)
                 self.save_best()
-            history.append({"epoch": epoch + 1, "blur": float(sigma), "val_loss": val,
-                            "seconds": time.time() - t0, **sums})
+            history.append({"epoch": epoch + 1, "phase": "distill" if distill else "cycle",
+                            "blur": float(sigma), "val_loss": val, "seconds": time.time() - t0, **sums})
             # The history first, then the checkpoint: a run killed between the two resumes from
             # the previous checkpoint and redoes this epoch, where the other order lost its entry.
             write_json(history_path, history)
-            self.epoch.assign(epoch + 1)
-            self.manager.save()
-            eligible = epoch + 1 >= self.select_from_epoch
+            epoch += 1
+            eligible = epoch >= self.select_from_epoch
             stale = 0 if improved or not eligible else stale + 1  # only selectable epochs wear out patience
             # Patience counts only once the blur schedule has settled: earlier losses are
-            # measured at another blur and are not comparable.
-            if epoch + 1 > 0.6 * t["epochs"] and stale >= t["patience"]:
-                break
+            # measured at another blur and are not comparable. A cycle phase that stops early
+            # hands over to the distillation phase.
+            if (distill or epoch > 0.6 * n_cycle) and stale >= t["patience"]:
+                if distill or total == n_cycle:
+                    self.epoch.assign(epoch)
+                    self.manager.save()
+                    break
+                bar.update((n_cycle - epoch) * n_batches)
+                epoch = n_cycle
+            self.epoch.assign(epoch)
+            self.manager.save()
         bar.close()
         if not (run / "encoder.h5").exists():  # no epoch was eligible for selection: keep the last
             self.save_best()

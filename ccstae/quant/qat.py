@@ -42,6 +42,10 @@ def quant_config(float_cfg: dict, bits: int | None = None, sparsity: float | Non
     validate({"quant": q}, where="quantize")  # the schema's ranges (ccstae/core/config.py), after the overrides
     cfg["train"].update(epochs=int(q["epochs"]), learning_rate=float(q["learning_rate"]),
                         blur_start=float(q["blur"]), blur_end=float(q["blur"]))
+    if int(cfg["train"].get("distill_epochs", 0)) > 0:
+        # A distilled float run is fine-tuned by distillation too (ccstae/model/refine.py): targets
+        # refined against its reference, no cycle epochs, no warp in the loop.
+        cfg["train"].update(epochs=0, distill_epochs=int(q["epochs"]), distill_learning_rate=float(q["learning_rate"]))
     return cfg
 
 
@@ -75,7 +79,8 @@ def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, p
     spec = qmodel.QuantSpec.from_config(q)
     qenc = qmodel.build_qencoder(float_run.encoder, spec)
     patterns = train.load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset)
-    n_steps = cfg["train"]["epochs"] * int(np.ceil(len(patterns) * (1 - cfg["train"]["val_fraction"])
+    n_epochs = cfg["train"]["epochs"] + cfg["train"].get("distill_epochs", 0)
+    n_steps = n_epochs * int(np.ceil(len(patterns) * (1 - cfg["train"]["val_fraction"])
                                                    / cfg["train"]["batch_size"]))
     hooks, select_from = [], 1
     if q["sparsity"] > 0:
@@ -84,7 +89,7 @@ def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, p
         end_step = max(1, int(0.7 * n_steps))
         qenc, step_hook = prune.prune(qenc, q["sparsity"], end_step=end_step)
         hooks.append(step_hook)
-        select_from = int(np.ceil((end_step + 1) / (n_steps / cfg["train"]["epochs"])))
+        select_from = int(np.ceil((end_step + 1) / (n_steps / n_epochs)))
     reference = np.load(float_run.path / "reference.npy")
     # The encoder's inputs: the integer front end's (ccstae/model/preprocess.py), what the firmware computes.
     integer = dataclasses.replace(float_run.preprocess_params(), input_bits=spec.input_bits,
