@@ -196,6 +196,7 @@ def run_strain(args) -> int:
     sig = res["signal"]
     print(f"signal: strain spread across the scan {sig['signal']:.3g}" + ("  FLAT: the maps carry no strain signal"
                                                                          if sig["flat"] else ""))
+    print(f"error bars: {res['error_bars']}")
     if res["dose"]["warning"]:
         print(f"WARNING: {res['dose']['warning']}", file=sys.stderr)
     return 0
@@ -223,6 +224,9 @@ def run_evaluate(args) -> int:
     print(f"MAE exx {m['exx']:.5f}  eyy {m['eyy']:.5f}  exy {m['exy']:.5f}  theta {m['theta']:.3f} deg"
           f"  ({res['patterns_per_second']:.0f} patterns/s)")
     print(f"    against the truth (exx/eyy): {calibration_text(res['calibration'])}")
+    eb = res["error_bar_calibration"]
+    print("    error bars, RMS of error/std (1: honest): " + (" ".join(f"{k} {eb[k]:.2f}" for k in ("exx", "eyy", "exy", "theta"))
+                                                            if isinstance(eb, dict) else eb))
     f = res["flat_map_mae"]
     print(f"    a flat map (no skill): exx {f['exx']:.5f}  eyy {f['eyy']:.5f}  exy {f['exy']:.5f}  theta {f['theta']:.3f} deg")
     if res.get("noise_floor"):

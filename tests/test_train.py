@@ -17,10 +17,43 @@ def tiny_cube(tmp_path_factory):
     return path
 
 
-def tiny_config(epochs=4, **train_overrides):
+def tiny_config(epochs=4, distill_epochs=0, **train_overrides):
     cfg = load_config("tiny")
-    cfg["train"].update(epochs=epochs, batch_size=16, **train_overrides)
+    cfg["train"].update(epochs=epochs, distill_epochs=distill_epochs, batch_size=16, **train_overrides)
     return cfg
+
+
+def test_distillation_follows_the_cycle_phase_and_calibrates_error_bars(tiny_cube, tmp_path):
+    """Cycle epochs, then distillation epochs towards targets refined against the learned reference:
+    the phases are recorded, the cycle encoder is kept, the distilled encoder moves towards the
+    targets (its validation loss falls), and the error bars get a finite efficiency."""
+    run = tmp_path / "run"
+    result = train.train(tiny_config(epochs=3, distill_epochs=4, blur_start=1.0, blur_end=1.0), tiny_cube, run,
+                         progress=False)
+    phases = [h["phase"] for h in result["history"]]
+    assert phases == ["cycle"] * 3 + ["distill"] * 4
+    distill = [h["val_loss"] for h in result["history"] if h["phase"] == "distill"]
+    assert min(distill[1:]) < distill[0], distill
+    assert (run / "encoder_cycle.h5").exists() and (run / "encoder.h5").exists()
+    eb = json.loads((run / "errorbars.json").read_text())
+    # the tiny cube is noise-free, so the calibration draws its own noise at the training levels
+    assert eb["efficiency"] and all(np.isfinite(v) and v > 0 for v in eb["efficiency"].values()), eb
+
+
+def test_a_run_resumed_inside_the_distillation_phase_finishes_it(tiny_cube, tmp_path):
+    cfg = tiny_config(epochs=2, distill_epochs=3)
+    patterns = train.load_patterns(tiny_cube, cfg["train"], 0)
+    run = tmp_path / "run"
+
+    def kill_in_epoch_4(step):
+        if step == 3 * int(np.ceil(len(patterns) * 0.9 / 16)):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.Trainer(cfg, patterns, run, batch_hooks=[kill_in_epoch_4]).fit(progress=False)
+    resumed = train.train(tiny_config(epochs=2, distill_epochs=3), tiny_cube, run, resume=True, progress=False)
+    assert [h["phase"] for h in resumed["history"]] == ["cycle"] * 2 + ["distill"] * 3
+    assert (run / "DONE").exists()
 
 
 def test_the_encoder_learns_and_the_run_is_complete(tiny_cube, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ccstae.model import health, network
+from ccstae.model import errorbar, health, network
 from ccstae.physics import strain
 from ccstae.core.data_io import atomic_path, open_cube, write_json
 from ccstae.core.errors import DataError, UserError
@@ -72,7 +72,11 @@ def write_strain_h5(path: Path, maps: dict, attrs: dict, overwrite: bool = False
     with atomic_path(path, overwrite=True) as tmp, h5py.File(tmp, "w") as f:
         for k in strain.MAPS:
             f.create_dataset(k, data=maps[k].astype(np.float32))
+            if f"{k}_std" in maps:  # the error bar per pattern (ccstae/model/errorbar.py)
+                f.create_dataset(f"{k}_std", data=maps[f"{k}_std"].astype(np.float32))
         f["theta"].attrs["units"] = "radians"
+        if "theta_std" in f:
+            f["theta_std"].attrs["units"] = "radians"
         f.attrs["strain_frame"] = strain.STRAIN_FRAME  # maps are in the user frame (docs/frame.md)
         for k, v in attrs.items():
             f.attrs[k] = v
@@ -86,16 +90,19 @@ def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean
     with open_cube(cube_path, dataset=dataset) as cube:
         dose = dose_check(run, cube.read_rows(0, 1).reshape(-1, *cube.shape[2:]))
         raw, rate = run_on_cube(run, cube, progress=progress)
+        std, why_no_std = errorbar.cube_std_maps(run, cube, raw, region, stat)
     maps = maps_from_raw(raw, region, stat, run.rot_range)
     signal = health.map_signal(raw, run.rot_range)
-    write_strain_h5(out, maps, {"model": str(run.path), "input": str(cube_path),
+    written = dict(maps, **{f"{k}_std": v for k, v in (std or {}).items()})
+    write_strain_h5(out, written, {"model": str(run.path), "input": str(cube_path),
                                 "reference_region": region or "whole scan", "reference_stat": stat,
                                 "patterns_per_second": rate, "signal": signal["signal"],
                                 "flat": signal["flat"], "input_counts": dose["input_counts"] or 0.0},
                     overwrite=True)
-    strain.save_maps_png(out.with_suffix(".png"), {"strain": maps}, title=f"{Path(cube_path).name} ({run.path.name})")
+    rows = {"strain": maps, **({"error bar (std)": std} if std else {})}
+    strain.save_maps_png(out.with_suffix(".png"), rows, title=f"{Path(cube_path).name} ({run.path.name})")
     return {"out": str(out), "png": str(out.with_suffix(".png")), "patterns_per_second": rate,
-            "signal": signal, "dose": dose}
+            "signal": signal, "dose": dose, "error_bars": why_no_std or "written as *_std"}
 
 
 DOSE_FACTOR = 3.0  # input dose this far from the training dose (either way): say so
@@ -126,6 +133,7 @@ def evaluate_command(run: Run, cube_path: Path, out_dir: Path | None = None, reg
             raise DataError(f"{cube_path}: no ground truth in this cube: MAE needs /ground_truth")
         gt = cube.ground_truth
         raw, rate = run_on_cube(run, cube, progress=progress)
+        std, why_no_std = errorbar.cube_std_maps(run, cube, raw, region, stat)
     pred, truth = maps_from_raw(raw, region, stat, run.rot_range), truth_maps(gt, region, stat)
     result = {"model": str(run.path), "input": str(cube_path), "reference_region": region or "whole scan",
               "mae": strain.mae(pred, truth, 2 * run.rot_range),
@@ -134,7 +142,10 @@ def evaluate_command(run: Run, cube_path: Path, out_dir: Path | None = None, reg
               "noise_floor": cube_noise_floor(cube_path),
               "signal": health.map_signal(raw, run.rot_range), "units": {"exx": "strain", "eyy": "strain", "exy": "strain",
                                                         "theta": "degrees"},
-              "patterns_per_second": rate}
+              "patterns_per_second": rate,
+              # RMS of error / error bar per map: 1 when the error bars are honest (ccstae/model/errorbar.py)
+              "error_bar_calibration": (errorbar.error_bar_calibration(pred, truth, std, 2 * run.rot_range)
+                                        if std else why_no_std)}
     out_dir = Path(out_dir) if out_dir else run.path / "evaluate"
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = cube_path.stem

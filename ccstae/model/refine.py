@@ -52,23 +52,29 @@ class Aligner:
                         model, tf.ones_like(model)], -1) * self._mask[..., None]
         hess = tf.linalg.matmul(jac, jac, transpose_a=True) + 1e-6 * tf.eye(N_FIT)
         grad = tf.linalg.matmul(jac, resid[..., None], transpose_a=True)
-        return -tf.linalg.solve(hess, grad)[..., 0], tf.reduce_sum(resid ** 2, 1)
+        return -tf.linalg.solve(hess, grad)[..., 0], tf.reduce_sum(resid ** 2, 1), hess
 
-    def fit(self, patterns: np.ndarray, start: np.ndarray, steps: int = 4, batch_size: int = 256):
+    def fit(self, patterns: np.ndarray, start: np.ndarray, steps: int = 4, batch_size: int = 256,
+            information: bool = False):
         """patterns (N, P, P, 1) in encoder-input space, start (N, 2, 2) the first guess of M.
-        Returns M (N, 2, 2) float64 and the final residual sum of squares per pattern (N,)."""
-        out_m, out_cost = [], []
+        Returns M (N, 2, 2) float64 and the final residual sum of squares per pattern (N,); with
+        information=True also J^T J (N, 6, 6) at the last step, the Fisher information of the
+        fit for unit pixel noise (ccstae/analysis/errorbar.py)."""
+        out_m, out_cost, out_info = [], [], []
         for i in range(0, len(patterns), batch_size):
             x = tf.constant(np.asarray(patterns[i:i + batch_size], np.float32))
             target = tf.reshape(stn.gaussian_blur(x, self.sigma), [len(x), -1])
             a = tf.constant(np.linalg.inv(start[i:i + batch_size]), tf.float32)
             gain, offset = tf.ones([len(x)]), tf.zeros([len(x)])
             for _ in range(steps):
-                d, cost = self._step(a, gain, offset, target)
+                d, cost, hess = self._step(a, gain, offset, target)
                 a = a + tf.reshape(d[:, :4], [-1, 2, 2])
                 gain, offset = gain + d[:, 4], offset + d[:, 5]
             out_m.append(np.linalg.inv(a.numpy().astype(np.float64)))
             out_cost.append(cost.numpy())
+            out_info.append(hess.numpy().astype(np.float64))
+        if information:
+            return np.concatenate(out_m), np.concatenate(out_cost), np.concatenate(out_info)
         return np.concatenate(out_m), np.concatenate(out_cost)
 
 

@@ -9,15 +9,19 @@ A run directory holds:
     preprocess.json    pattern size, binning, crop, the input scale s, the central-disk mask and
                        the measured lattice (symmetry, rotation bound) (ccstae/model/preprocess.py)
     encoder.h5         the best encoder (lowest validation loss), Keras 2 HDF5
+    encoder_cycle.h5   distilled runs: the best encoder of the cycle phase, before distillation
     reference.npy      the learned reference pattern (encoder input space)
     history.json       losses per epoch (phase "cycle", then "distill" when [train] distill_epochs > 0)
     health.json        did the encoder learn anything (ccstae/model/health.py)
+    errorbars.json     distilled runs: the encoder's efficiency against the per-pattern bound
+                       (ccstae/model/errorbar.py), what its error bars are scaled by
     checkpoints/       the last state (weights, optimizer, epoch) for --resume
     DONE               written last: the run finished
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -26,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from ccstae.model import health, network, preprocess, refine, stn
+from ccstae.model import errorbar, health, network, preprocess, refine, stn
 from ccstae.physics import lattice, noise
 from ccstae.core.data_io import atomic_path, open_cube, write_json
 from ccstae.core.errors import UserError
@@ -277,6 +281,9 @@ class Trainer:
         if getattr(self, "_best", None) is not None:
             self.model.encoder.set_weights(self._best[0])
             self.model.reference_logit.assign(self._best[1])
+        if (self.run_dir / "encoder.h5").exists() and not (self.run_dir / "encoder_cycle.h5").exists():
+            # The cycle phase's encoder, kept for the ablation (bench/bench_distill.py).
+            shutil.copyfile(self.run_dir / "encoder.h5", self.run_dir / "encoder_cycle.h5")
         self.targets = self.distill_targets()
         t = self.t
         decay = tf.keras.optimizers.schedules.CosineDecay(float(t["distill_learning_rate"]),
@@ -377,22 +384,36 @@ class Trainer:
             self.save_best()
         report = self.health()
         write_json(run / "health.json", report)
+        if self.targets is not None:  # the distillation targets are what error bars are calibrated on
+            write_json(run / "errorbars.json", self.with_best(self.calibrate_error_bars))
         write_json(run / "DONE", {"epochs": int(self.epoch.numpy()), "best_val_loss": float(self.best_val.numpy())})
         return {"history": history, "best_val_loss": float(self.best_val.numpy()), "health": report}
 
-    def health(self) -> dict:
-        """Did the best encoder learn anything? (ccstae/model/health.py) On the validation patterns."""
+    def with_best(self, fn):
+        """fn() with the best encoder and reference in place (the model keeps training's last state)."""
         last = self.model.encoder.get_weights(), self.model.reference_logit.numpy()
         if getattr(self, "_best", None) is not None:
             self.model.encoder.set_weights(self._best[0])
             self.model.reference_logit.assign(self._best[1])
-        level = max(self.t["noise_levels"]) if self.t["noise_mode"] != "none" else 0.0
         try:
-            return health.training_health(self.model, self.val_raw, self.prep, self.noisy, self.mask,
-                                          float(self.t["blur_end"]), level, seed=int(self.t["seed"]))
+            return fn()
         finally:
             self.model.encoder.set_weights(last[0])
             self.model.reference_logit.assign(last[1])
+
+    def health(self) -> dict:
+        """Did the best encoder learn anything? (ccstae/model/health.py) On the validation patterns."""
+        level = max(self.t["noise_levels"]) if self.t["noise_mode"] != "none" else 0.0
+        return self.with_best(lambda: health.training_health(
+            self.model, self.val_raw, self.prep, self.noisy, self.mask, float(self.t["blur_end"]), level,
+            seed=int(self.t["seed"])))
+
+    def calibrate_error_bars(self) -> dict:
+        """The encoder's efficiency against the per-pattern bound (ccstae/model/errorbar.py), on the
+        validation patterns at each training noise level, against the distillation targets."""
+        levels = sorted(set(self.t["noise_levels"])) if self.t["noise_mode"] != "none" else [0.0]
+        return errorbar.calibrate(self.model, self.val_raw, self.targets["val"], self.prep, self.encoder_inputs,
+                                  self.noisy, self.mask, levels, self.scale, int(self.t["seed"]))
 
     def write_static(self):
         run = self.run_dir

@@ -18,7 +18,7 @@ import numpy as np
 from ccstae.firmware import convert, csim, frontend, frontend_estimate
 from ccstae.pipeline import stages
 from ccstae.firmware import estimate as E
-from ccstae.model import health
+from ccstae.model import errorbar, health
 from ccstae.core.config import load_config
 from ccstae.core.data_io import open_cube, write_json
 from ccstae.analysis.evaluate import calibration, calibration_text, maps_from_raw, truth_maps
@@ -193,6 +193,8 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
         rot = float_run.rot_range  # the rotation bound follows the lattice symmetry
         accuracy = {label: {} for label in raw}
         calib = {label: {} for label in raw}  # slope and correlation against the truth, beside every MAE
+        # RMS of error / error bar per map (1: honest error bars; ccstae/model/errorbar.py)
+        error_bars = {"float": {}, "firmware": {}}
         skill = {"flat map": {}, "noise floor": {}, "centroids": {}, "Bayes bound": {}}
         truths = {}
         for w, path in tests.items():
@@ -204,6 +206,11 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                     pred = maps_from_raw(raw[label][w], rot_range=rot)
                     accuracy[label][level_name(w)] = mae(pred, truths[w], 2 * rot)
                     calib[label][level_name(w)] = calibration(pred, truths[w], 2 * rot)
+                    if label in error_bars:
+                        with open_cube(path) as cube:
+                            std, _ = errorbar.cube_std_maps(float_run if label == "float" else q_run, cube, raw[label][w])
+                        if std is not None:
+                            error_bars[label][level_name(w)] = errorbar.error_bar_calibration(pred, truths[w], std, 2 * rot)
             if w in truths:  # what no skill scores, and what shot noise leaves to the best estimator
                 skill["flat map"][level_name(w)] = flat_map_mae(truths[w], 2 * rot)
                 floor = cube_noise_floor(path)
@@ -249,6 +256,7 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                     | {"total": {r: est["total"][r] for r in E.RESOURCES}, "summary": E.summary_line(est)},
         "accuracy": accuracy,
         "calibration": calib,
+        "error_bars": error_bars,
         # Beside every MAE: a flat map's (no skill), the shot-noise (Cramer-Rao) floor, what
         # Bragg-disk centroids reach with the same electrons, and the Bayes bound (ccstae/analysis/floor.py).
         "skill_lines": skill,
@@ -314,6 +322,10 @@ def format_summary(s: dict) -> str:
             cal = s.get("calibration", {}).get(label, {}).get(w)
             lines.append(f"{w:>5} {label:>11} " + " ".join(f"{m[k]:8.5f}" if k != "theta" else f"{m[k]:8.3f}" for k in MAPS)
                          + (f"  {calibration_text(cal)}" if cal else ""))
+        eb = s.get("error_bars", {}).get("firmware", {}).get(w)
+        if eb:  # RMS of error / error bar: 1 when the firmware's error bars are honest
+            lines.append(f"{w:>5} {'error/std':>11} " + " ".join(f"{eb[k]:8.2f}" for k in MAPS)
+                         + "  (firmware: RMS of error over its error bar, 1 is honest)")
         for label, per_level in s.get("skill_lines", {}).items():
             if w in per_level:
                 m = per_level[w]

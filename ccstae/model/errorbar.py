@@ -1,0 +1,157 @@
+"""An error bar per pattern: the Cramer-Rao spread of aligning the pattern to the learned
+reference, times the encoder's efficiency, measured without labels.
+
+- The spread. x = sqrt(I / s) makes Poisson noise nearly uniform: var(x) = 1 / (4 s e), with
+  e the electrons per unit of I. The Fisher information of the alignment (affine entries,
+  gain and offset, ccstae/model/refine.py) is then J^T J / var(x), J the reference's image
+  gradient warped onto the pattern. Its inverse, carried through the polar decomposition
+  to exx, eyy, exy and theta, is the smallest spread any unbiased per-pattern estimator that
+  knows the reference can have. It follows the pattern: its dose, its background (through the
+  fitted gain), its grain's orientation.
+- The efficiency. The encoder is not that estimator. After training, on the held-out
+  patterns with the training noise injected, the RMS of (encoder - distillation target) /
+  bound per map is the factor the bound is scaled by (errorbars.json in the run). Targets are
+  the model's own alignments of the patterns before injected noise: no ground truth.
+
+The error bars are computed on the host from the patterns: the firmware sends the four
+parameters only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ccstae.model import network, refine, stn
+from ccstae.physics import noise, strain
+
+STEP = 1e-5  # finite-difference step on the entries of A = M^-1 (the maps are smooth in A)
+
+
+def pixel_variance(patterns: np.ndarray, scale: float) -> float:
+    """var(x) of x = sqrt(I / s) under shot noise: 1 / (4 s e), e electrons per unit of I (from
+    the data's count grid, physics/noise.estimate_counts). None for noise-free patterns."""
+    flat = np.asarray(patterns, np.float64).reshape(len(patterns), -1)
+    electrons = noise.estimate_counts(flat)
+    if not electrons:
+        return None
+    per_unit = electrons / float(np.median(flat.sum(1)))
+    return 1.0 / (4.0 * scale * per_unit)
+
+
+def params_to_matrices(params: np.ndarray) -> np.ndarray:
+    """(scale_x, scale_y, shear, rotation) (N, 4) -> M (N, 2, 2), as network.matrices_from_raw."""
+    sx, sy, sh, rot = (params[:, k] for k in range(4))
+    c, s = np.cos(rot), np.sin(rot)
+    r = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+    sym = np.stack([np.stack([sx, sh], -1), np.stack([sh, sy], -1)], -2)
+    return r @ sym
+
+
+def _maps(m: np.ndarray, m_ref_inv: np.ndarray) -> np.ndarray:
+    out = strain.polar_strain(m @ m_ref_inv)
+    return np.stack([out[k] for k in strain.MAPS], 1)  # (N, 4)
+
+
+def bound_std(m: np.ndarray, information: np.ndarray, var_x: float, m_ref: np.ndarray) -> np.ndarray:
+    """The Cramer-Rao standard deviation of exx, eyy, exy, theta (N, 4) per pattern: M (N, 2, 2)
+    where the information J^T J (N, 6, 6) was taken, the maps referenced to m_ref (2, 2)."""
+    cov = np.linalg.inv(information)[:, :4, :4] * var_x  # the affine block, gain and offset marginalised
+    a = np.linalg.inv(m)
+    ref_inv = np.linalg.inv(m_ref)
+    base = _maps(m, ref_inv)
+    jac = np.zeros((len(m), 4, 4))
+    for k in range(4):
+        da = np.zeros((1, 2, 2))
+        da.flat[k] = STEP
+        d = _maps(np.linalg.inv(a + da), ref_inv) - base
+        d[:, 3] = strain.wrap_angle(d[:, 3], 2 * np.pi)
+        jac[:, :, k] = d / STEP
+    var = np.einsum("nik,nkl,nil->ni", jac, cov, jac)
+    return np.sqrt(np.maximum(var, 0.0))
+
+
+class Bound:
+    """The per-pattern bound of one run: its reference and loss annulus, no blur (blur would
+    correlate the pixels' noise)."""
+
+    def __init__(self, reference: np.ndarray, mask: np.ndarray):
+        self.aligner = refine.Aligner(reference, mask, sigma=0.0)
+
+    def std(self, x: np.ndarray, m: np.ndarray, var_x: float, m_ref: np.ndarray) -> np.ndarray:
+        """x (N, P, P, 1) encoder-space patterns (float preprocessing), m (N, 2, 2) the encoder's
+        estimate: two Gauss-Newton steps settle gain and offset, the information is taken there."""
+        m_fit, _, info = self.aligner.fit(x, m, steps=2, information=True)
+        return bound_std(m_fit, info, var_x, m_ref)
+
+
+def calibrate(model, val_raw, targets, prep, encoder_inputs, noisy, mask, levels, scale: float, seed: int) -> dict:
+    """The encoder's efficiency per map (RMS of deviation / bound) on held-out patterns with the
+    training noise injected, against the distillation targets. See the module docstring."""
+    bound = Bound(model.reference.numpy(), mask)
+    m_target = params_to_matrices(np.asarray(targets, np.float64))
+    m_ref = m_target.mean(0)
+    truth_like = _maps(m_target, np.linalg.inv(m_ref))
+    ratios, per_level = [], {}
+    for i, w in enumerate(levels):
+        noisy_raw = noisy(val_raw, np.full(len(val_raw), w), np.random.default_rng([seed, 17, i]))
+        var_x = pixel_variance(noisy_raw, scale)
+        if var_x is None:
+            continue
+        raw_out = model.encoder.predict(encoder_inputs(noisy_raw), batch_size=256, verbose=0)
+        m_enc = network.matrices_from_raw(raw_out, model.rot_range)
+        dev = _maps(m_enc, np.linalg.inv(m_ref)) - truth_like
+        dev[:, 3] = strain.wrap_angle(dev[:, 3], 2 * model.rot_range)
+        std = bound.std(prep(noisy_raw), m_enc, var_x, m_ref)
+        r = dev / np.maximum(std, 1e-12)
+        ratios.append(r)
+        per_level[f"w={w:g}"] = {k: float(np.sqrt(np.mean(r[:, j] ** 2))) for j, k in enumerate(strain.MAPS)}
+    if not ratios:
+        return {"efficiency": None, "why": "noise-free patterns: no shot-noise scale to build a bound on"}
+    r = np.concatenate(ratios)
+    # The RMS, the very figure the error bars are judged by (RMS of error / std = 1).
+    eff = {k: float(np.sqrt(np.mean(r[:, j] ** 2))) for j, k in enumerate(strain.MAPS)}
+    return {"efficiency": eff,
+            "per_level": per_level, "levels": [float(w) for w in levels], "patterns": int(len(r))}
+
+
+def cube_std_maps(run, cube, raw: np.ndarray, region=None, stat: str = "mean", batch_size: int = 256):
+    """Error bars of a run's maps on a cube: {exx, eyy, exy, theta} (Rx, Ry) standard deviations,
+    or None with the reason (a run without errorbars.json, noise-free patterns). raw (Rx, Ry, 4)
+    the run's outputs on the cube; the maps' reference matrix as evaluate.maps_from_raw takes it."""
+    import json
+
+    from ccstae.model import preprocess
+    from ccstae.model.train import loss_mask
+
+    path = run.path / "errorbars.json"
+    calib = json.loads(path.read_text()) if path.exists() else {}
+    if not calib.get("efficiency"):
+        return None, calib.get("why", "the run has no error-bar calibration (trained without distillation)")
+    eff = np.array([calib["efficiency"][k] for k in strain.MAPS])
+    m_all = network.matrices_from_raw(raw.reshape(-1, 4), run.rot_range).reshape(*raw.shape[:2], 2, 2)
+    rs, cs = strain.parse_region(region, raw.shape[:2]) if not isinstance(region, tuple) else region
+    m_ref = getattr(np, stat)(m_all[rs, cs].reshape(-1, 2, 2), axis=0)
+    reference = np.load(run.path / "reference.npy")
+    bound = Bound(reference, loss_mask(reference.shape[0], run.config["train"], run.mask))
+    out = np.zeros((int(np.prod(raw.shape[:2])), 4))
+    var_x = None
+    for start, batch in cube.iter_batches(batch_size):
+        if var_x is None:
+            var_x = pixel_variance(batch[:16], run.scale)
+            if var_x is None:
+                return None, "noise-free patterns: no shot-noise scale to build a bound on"
+        x = preprocess.preprocess(batch, run.scale, run.binning, run.crop, run.mask)
+        m = m_all.reshape(-1, 2, 2)[start:start + len(batch)]
+        out[start:start + len(batch)] = bound.std(x, m, var_x, m_ref) * eff[None]
+    out = out.reshape(*raw.shape[:2], 4)
+    return {k: out[..., j] for j, k in enumerate(strain.MAPS)}, None
+
+
+def error_bar_calibration(pred: dict, truth: dict, std: dict, period: float) -> dict:
+    """RMS of (error / error bar) per map: 1 for honest error bars, > 1 when they are too small."""
+    out = {}
+    for k in strain.MAPS:
+        err = np.asarray(pred[k], np.float64) - np.asarray(truth[k], np.float64)
+        if k == "theta":
+            err = strain.wrap_angle(err, period)
+        out[k] = float(np.sqrt(np.mean((err / np.maximum(std[k], 1e-12)) ** 2)))
+    return out
