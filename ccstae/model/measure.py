@@ -280,9 +280,112 @@ def check(m: dict, size: int) -> None:
             f"(no Bragg disks above the background, or input_binning/input_crop too large; {background_words(m)})")
     if mask >= g - R:
         raise MeasurementError(
-            f"central mask radius {mask:.1f} px reaches the first-order disks ({g:.1f} px out, radius {R:.1f} px): "
-            f"the central disk's tail is not separated from them ({background_words(m)})")
+            f"first-order spacing {g:.1f} px against a central mask of {mask:.1f} px (disk radius {R:.1f} px): "
+            f"no Bragg disks clear of the central disk above the background ({background_words(m)})")
     if m["kept_pixels"] < MIN_KEPT_FRACTION * size * size:
         raise MeasurementError(
             f"kept pixels {m['kept_pixels']} of {size * size}: the central mask ({mask:.1f} px) hides most of the "
             f"input ({background_words(m)})")
+
+
+# ----------------------------------------------------------------------------- the lattice symmetry
+
+FOLDS = {6: "hexagonal", 4: "square", 2: "rectangular"}
+
+
+def peak_symmetry(image: np.ndarray, inner: float, disk_radius: float) -> dict:
+    """The symmetry of a single-crystal pattern from its first-order peaks, a check on the
+    rotation correlations (ccstae/physics/lattice.py) that uses the disks' positions only.
+
+    Peaks: local maxima of the anisotropic part (ring means off, so no radial background),
+    blurred over a disk, beyond `inner`, at least 30 % of the strongest; the first-order
+    shell: those within 20 % of the nearest one's distance. Their order: 360 degrees over the
+    median angle between neighbours; fit quality: the rms of those angles about 360 / order."""
+    from scipy.ndimage import maximum_filter
+
+    from ccstae.physics.lattice import anisotropic
+
+    img = gaussian_filter(anisotropic(image), max(1.0, disk_radius / 2))
+    c = (img.shape[0] - 1) / 2, (img.shape[1] - 1) / 2
+    rows, cols = np.mgrid[:img.shape[0], :img.shape[1]]
+    dist = np.hypot(rows - c[0], cols - c[1])
+    live = (dist > inner + disk_radius / 2) & (dist < min(c) - 1)
+    peak = (img == maximum_filter(img, size=2 * int(np.ceil(disk_radius)) + 1)) & live & (img > 0)
+    if peak.sum() == 0:
+        return {"symmetry": None, "peaks": 0}
+    peak &= img >= 0.3 * img[peak].max()
+    d = dist[peak]
+    shell = d <= 1.2 * d.min()
+    angles = np.sort(np.degrees(np.arctan2(rows[peak][shell] - c[0], cols[peak][shell] - c[1])))
+    if len(angles) < 2:
+        return {"symmetry": None, "peaks": int(len(angles))}
+    gaps = np.diff(np.concatenate([angles, angles[:1] + 360]))
+    fold = min(FOLDS, key=lambda n: abs(360 / n - np.median(gaps)))
+    return {"symmetry": FOLDS[fold], "peaks": int(len(angles)), "spacing": round(float(d[shell].mean()), 3),
+            "angle_rms_deg": round(float(np.sqrt(np.mean((gaps - 360 / fold) ** 2))), 2)}
+
+
+def check_symmetry(measured: str, corr: dict, peaks: dict) -> None:
+    """The rotation correlations' symmetry must be the first-order peaks' (when those fit)."""
+    if peaks.get("symmetry") is None or peaks["angle_rms_deg"] > 10 or measured == peaks["symmetry"]:
+        return
+    shown = ", ".join(f"{360 // k} deg {v:.2f}" for k, v in corr.items())
+    raise MeasurementError(
+        f"lattice symmetry {measured} (rotation correlations {shown}) disagrees with the first-order peaks, "
+        f"{peaks['peaks']} at {peaks['spacing']:.1f} px fitting {peaks['symmetry']} "
+        f"(rms {peaks['angle_rms_deg']:.1f} deg): too little Bragg signal above the background to tell; "
+        "set [model] lattice_symmetry")
+
+
+def lattice_symmetry(reference: np.ndarray, inner: float, disk_radius: float) -> tuple[str, dict, dict]:
+    """(symmetry, rotation correlations, peak fit) of a reference pattern (encoder input space).
+
+    The correlations (ccstae/physics/lattice.py) run on the pattern blurred over half a disk
+    (noise off the disks). Where not even the 2-fold one matches (a noisy reference: nothing
+    measured) the first-order peaks decide when they fit; where both measured, they must agree."""
+    from ccstae.physics import lattice
+
+    # Blurred once the radial part is off: a blurred mask edge would keep the pixel grid's 4-fold pattern.
+    measured, corr = lattice.measure_symmetry(gaussian_filter(lattice.anisotropic(reference), max(1.0, disk_radius / 2)))
+    peaks = peak_symmetry(reference, inner, disk_radius)
+    fits = peaks.get("symmetry") is not None and peaks["angle_rms_deg"] <= 10
+    if corr[2] < lattice.MATCH and fits:
+        return peaks["symmetry"], corr, peaks
+    check_symmetry(measured, corr, peaks)
+    return measured, corr, peaks
+
+
+# ----------------------------------------------------------------------------- the noise injection and the summary
+
+WEAK_BRAGG_ELECTRONS = 2000.0  # Bragg electrons per pattern below which mixed injection kept an encoder flat
+
+
+def choose_noise(measured: dict, counts: float | None, levels) -> dict:
+    """[train] noise_mode = "auto" resolved from the cube: {mode, levels, counts, why}.
+
+    The team's studies (bench/bench_realistic.py, issue 25): a monolayer at 1e5 e/pattern
+    (~600 electrons in its Bragg disks) stayed flat with mixed injection up to w = 0.7 and
+    learned with injection at its own level; a cube with a strong Bragg signal trains well
+    mixed. Levels are injected ON the cube, which already holds its background w0: injecting
+    w gives about w0 + w (1 - w0), so "its own level" is w = 0 (shot noise only) and the mixed
+    levels are the configured ones at or above w0, brought to that scale."""
+    w0 = float(measured["background"]["fraction"])
+    bragg = None if counts is None else float(counts) * float(measured["bragg_share"])
+    if bragg is not None and bragg < WEAK_BRAGG_ELECTRONS:
+        return {"mode": "fixed", "levels": [0.0], "counts": counts,
+                "why": f"{bragg:,.0f} electrons per pattern in the Bragg disks (< {WEAK_BRAGG_ELECTRONS:,.0f}): "
+                       "trained at the cube's own level, no extra background"}
+    target = sorted({round(w0, 2), *(float(v) for v in levels if v >= w0)})
+    inject = sorted({round(max(0.0, (t - w0) / (1 - w0)), 2) for t in target if t < 1})
+    what = "noise-free" if counts is None else f"{bragg:,.0f} electrons per pattern in the Bragg disks"
+    return {"mode": "mixed", "levels": inject, "counts": counts,
+            "why": f"{what}: mixed, up to w = {max(target):g} in all"}
+
+
+def summary(measured: dict, symmetry: str | None, counts: float | None, noise: str) -> str:
+    """The line `ccstae train` prints before training: what was measured, what will be injected."""
+    dose = "noise-free" if counts is None else f"{counts:,.0f} e/pattern"
+    sym = f", {symmetry}" if symmetry else ""
+    return (f"measured: central disk {measured['disk_radius']:.1f} px (masked to {measured['central_mask_radius']:.1f}), "
+            f"first-order spacing {measured['spacing']:.1f} px{sym}, {dose}, "
+            f"background {100 * measured['background']['fraction']:.0f} %; noise injection: {noise}")
