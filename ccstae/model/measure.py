@@ -377,14 +377,18 @@ def choose_noise(measured: dict, counts: float | None, levels) -> dict:
                        "trained at the cube's own level, no extra background"}
     target = sorted({round(w0, 2), *(float(v) for v in levels if v >= w0)})
     inject = sorted({round(max(0.0, (t - w0) / (1 - w0)), 2) for t in target if t < 1})
-    what = "noise-free" if counts is None else f"{bragg:,.0f} electrons per pattern in the Bragg disks"
+    what = "electrons per pattern unknown" if counts is None else \
+        f"{bragg:,.0f} electrons per pattern in the Bragg disks"
+    if len(inject) == 1:  # the cube is already at the highest configured level
+        return {"mode": "fixed", "levels": inject, "counts": counts,
+                "why": f"{what}, background w = {w0:.2f} at or above every configured level: trained at it"}
     return {"mode": "mixed", "levels": inject, "counts": counts,
-            "why": f"{what}: mixed, up to w = {max(target):g} in all"}
+            "why": f"{what}: mixed, w = {w0:.2f} to {max(target):g} in all"}
 
 
 def summary(measured: dict, symmetry: str | None, counts: float | None, noise: str) -> str:
     """The line `ccstae train` prints before training: what was measured, what will be injected."""
-    dose = "noise-free" if counts is None else f"{counts:,.0f} e/pattern"
+    dose = "electrons per pattern unknown" if counts is None else f"{counts:,.0f} e/pattern"
     sym = f", {symmetry}" if symmetry else ""
     return (f"measured: central disk {measured['disk_radius']:.1f} px (masked to {measured['central_mask_radius']:.1f}), "
             f"first-order spacing {measured['spacing']:.1f} px{sym}, {dose}, "
