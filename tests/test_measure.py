@@ -82,8 +82,14 @@ def test_auto_noise_and_the_summary_line(tmp_path_factory):
     m = preprocess.fit_preprocess(x, 1)["measured"]
     counts = 1e7  # the dose the cube was made at (`ccstae train` reads it with noise.estimate_counts)
     levels = load_config("default")["train"]["noise_levels"]
+    # Plenty of Bragg electrons, and the cube already at the highest configured level: trained at it
+    # (injected levels come on top of the cube's own background: w0 + w (1 - w0)).
     strong = measure.choose_noise(m, counts, levels)
-    assert strong["mode"] == "mixed" and strong["levels"][0] == 0.0 and max(strong["levels"]) < 0.1
+    assert strong["mode"] == "fixed" and strong["levels"] == [0.0] and "every configured level" in strong["why"]
+    higher = measure.choose_noise(m, counts, levels + [0.85])
+    w0 = m["background"]["fraction"]
+    assert higher["mode"] == "mixed" and higher["levels"][0] == 0.0
+    assert higher["levels"][-1] == pytest.approx((0.85 - w0) / (1 - w0), abs=0.01)
     weak = measure.choose_noise(m, 1e5, levels)  # ~100 electrons in the disks: the cube's own level
     assert weak["mode"] == "fixed" and weak["levels"] == [0.0] and "Bragg disks" in weak["why"]
     line = measure.summary(m, "hexagonal", counts, "mixed")
