@@ -143,7 +143,7 @@ def run_train(args) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
             simulate.simulate_training_sample(cfg, cube, progress=not args.no_progress)
     result = train.train(cfg, cube, args.out, resume=args.resume, progress=not args.no_progress,
-                         dataset=args.dataset)
+                         dataset=args.dataset, report=print)
     run = load_run(args.out)
     print(describe(run.encoder))
     print(f"trained {args.out}: {len(result['history'])} epochs, best validation loss {result['best_val_loss']:.4g}")

@@ -127,7 +127,8 @@ class Train:
     max_patterns: int = key("[1, inf)", "patterns drawn from a large training cube")
     val_fraction: float = key("(0, 0.5)", "probe positions held out for the validation loss")
     patience: int = key("[1, inf)", "early stopping: epochs without a better validation loss")
-    noise_mode: str = key(("none", "fixed", "mixed", "curriculum"), "noise injection while training")
+    noise_mode: str = key(("none", "fixed", "mixed", "curriculum", "auto"),
+                          "noise injection while training (auto: chosen from the cube's background and dose)")
     noise_levels: list[float] = key("[0, 1)", "background levels w drawn while training", n=0)
     noise_per: str = key(("sample", "batch"), "a level per pattern or per batch")
     blur_start: float = key("[0, inf)", "loss blur (pixels) at the start")

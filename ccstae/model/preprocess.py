@@ -23,13 +23,18 @@ pattern and its radial profile) and saved with the run in preprocess.json:
     lut = "sqrt"
     mask = {"kind": "disk", "centre": [row, col], "radius": R}   pixels of the binned,
            cropped pattern; masked where the distance to the centre is < R ("none": no mask)
-    measured = {central_disk_radius, first_order_spacing, bragg_share, ...}   for the record
+    measured = {central_disk_radius, first_order_spacing, background, ...}   for the record
+               (ccstae/model/measure.py: measured with the background removed, each figure checked)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+# The mean-pattern measurement (robust to a background, checked) lives in measure.py; these
+# names stay importable from here.
+from ccstae.model.measure import first_order_spacing, measure_central_disk, measure_mean_pattern, radial_profile  # noqa: F401
 
 SCALE_PERCENTILE = 99.9
 CENTRAL_MASKS = ("auto", "none")
@@ -76,48 +81,6 @@ def fit_scale(patterns: np.ndarray, binning: int, crop: int = 0, mask: dict | No
     return s
 
 
-def radial_profile(image: np.ndarray, centre) -> np.ndarray:
-    """Mean of `image` over rings [k, k + 1) pixels from centre (row, col); index k."""
-    rows, cols = np.mgrid[:image.shape[0], :image.shape[1]]
-    r = np.floor(np.hypot(rows - centre[0], cols - centre[1])).astype(int)
-    return np.bincount(r.ravel(), image.ravel()) / np.maximum(np.bincount(r.ravel()), 1)
-
-
-def measure_central_disk(mean_pattern: np.ndarray) -> dict:
-    """Centre and radii of the central disk in a mean pattern (binned, cropped), no labels.
-
-    centre: centroid of the pixels above half the maximum near the brightest spot; radius:
-    where the radial profile falls to half its central value; mask radius: the profile's
-    first minimum beyond that (the gap before the first-order disks), where the central
-    disk's tail has fallen below the Bragg disks around it."""
-    img = np.asarray(mean_pattern, np.float64)
-    size = img.shape[-1]
-    c = (size - 1) / 2
-    rows, cols = np.mgrid[:size, :size]
-    near = np.hypot(rows - c, cols - c) < size / 4
-    peak = img[near].max()
-    bright = near & (img >= 0.5 * peak)
-    centre = (float((rows * img)[bright].sum() / img[bright].sum()),
-              float((cols * img)[bright].sum() / img[bright].sum()))
-    prof = radial_profile(img, centre)
-    below = prof < 0.5 * prof[0]
-    half = int(np.argmax(below)) if np.any(below) else 1
-    r_min = half
-    limit = len(prof) - 2
-    while r_min < limit and prof[r_min + 1] < prof[r_min]:
-        r_min += 1
-    # Ring k spans radii [k, k + 1): the mask ends in the middle of the gap's ring.
-    return {"centre": centre, "radius": float(half), "mask_radius": float(r_min) + 0.5, "profile": prof}
-
-
-def first_order_spacing(mean_pattern: np.ndarray, centre, mask_radius: float) -> float:
-    """Radius (pixels) of the strongest ring of the mean pattern outside the central disk:
-    the first-order spacing for a single crystal, the first ring for a polycrystal."""
-    prof = radial_profile(np.asarray(mean_pattern, np.float64), centre)
-    start = int(np.ceil(mask_radius))
-    return float(start + np.argmax(prof[start:])) + 0.5 if start < len(prof) else float("nan")
-
-
 def fit_preprocess(patterns: np.ndarray, binning: int, crop: int = 0, central_mask: str = "auto",
                    scale_patterns: np.ndarray | None = None) -> dict:
     """Measure the preprocessing parameters from a sample of (N, P, P) training patterns.
@@ -129,24 +92,15 @@ def fit_preprocess(patterns: np.ndarray, binning: int, crop: int = 0, central_ma
     if central_mask not in CENTRAL_MASKS:
         raise ValueError(f"central_mask '{central_mask}' is not one of {', '.join(CENTRAL_MASKS)}")
     x = crop_patterns(bin_patterns(np.asarray(patterns, np.float64), binning), crop)
-    mean = x.mean(axis=0)
-    disk = measure_central_disk(mean)
-    size = x.shape[-1]
+    measured = measure_mean_pattern(x)  # MeasurementError (a UserError) naming a figure that fails
     mask = {"kind": "none"}
     if central_mask == "auto":
-        mask = {"kind": "disk", "centre": [round(disk["centre"][0], 3), round(disk["centre"][1], 3)],
-                "radius": round(disk["mask_radius"], 3)}
-    keep = mask_image(size, mask) > 0
+        centre = measured["central_disk_centre"]
+        mask = {"kind": "disk", "centre": [round(centre[0], 3), round(centre[1], 3)],
+                "radius": round(measured["central_mask_radius"], 3)}
     scale = fit_scale(patterns if scale_patterns is None else scale_patterns, binning, crop, mask)
-    total = mean.sum()
-    outside = mask_image(size, {"kind": "disk", "centre": disk["centre"], "radius": disk["mask_radius"]}) > 0
     return {"pattern": int(np.shape(patterns)[-1]), "binning": int(binning), "crop": int(crop),
-            "scale": float(scale), "lut": "sqrt", "mask": mask,
-            "measured": {"central_disk_centre": [float(v) for v in disk["centre"]],
-                         "central_disk_radius": disk["radius"], "central_mask_radius": disk["mask_radius"],
-                         "first_order_spacing": first_order_spacing(mean, disk["centre"], disk["mask_radius"]),
-                         "bragg_share": float(mean[outside].sum() / total) if total > 0 else 0.0,
-                         "kept_pixels": int(keep.sum())}}
+            "scale": float(scale), "lut": "sqrt", "mask": mask, "measured": measured}
 
 
 def preprocess(patterns: np.ndarray, scale: float, binning: int, crop: int = 0,

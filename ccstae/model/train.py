@@ -30,12 +30,12 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from ccstae.model import errorbar, health, network, preprocess, refine, stn
+from ccstae.model import errorbar, health, measure, network, preprocess, refine, stn
 from ccstae.physics import lattice, noise
 from ccstae.core.data_io import atomic_path, open_cube, write_json
 from ccstae.core.errors import UserError
 
-NOISE_MODES = ("none", "fixed", "mixed", "curriculum")
+NOISE_MODES = ("none", "fixed", "mixed", "curriculum", "auto")  # auto: chosen from the cube (fit_preprocess)
 DISTILL_OFF = {"distill_epochs": 0, "distill_learning_rate": 1e-3, "distill_steps": 4}
 
 
@@ -69,6 +69,8 @@ def validate_train_config(cfg: dict) -> None:
 def noise_levels_for(t: dict, epoch: int, n: int, rng: np.random.Generator):
     """Per-sample noise levels for one batch of size n at this epoch (None: no noise)."""
     mode, levels = t["noise_mode"], np.asarray(t["noise_levels"], float)
+    if mode == "auto":
+        raise ValueError("noise_mode 'auto' must be resolved from the cube before training (Trainer.fit_preprocess)")
     if mode == "none":
         return None
     if mode == "fixed":
@@ -169,7 +171,7 @@ class Trainer:
             d = np.mean((x - x[:1]) ** 2, axis=(1, 2, 3))
             reference = x[np.argsort(d)[:16]].mean(axis=0)
         if "lattice" not in self.prep_params:
-            self.prep_params["lattice"] = self.fit_lattice(reference[..., 0], m["lattice_symmetry"])
+            self.prep_params["lattice"] = self.fit_lattice(reference[..., 0], m["lattice_symmetry"], self.prep_params)
         self.rot_range = float(self.prep_params["lattice"]["rotation_range"])
         self.model = network.CCSTAE(encoder, reference, self.rot_range)
         self.mask = loss_mask(self.pattern, t, self.prep_mask)
@@ -184,22 +186,51 @@ class Trainer:
     def fit_preprocess(self, patterns, m, t) -> dict:
         """Measure the preprocessing on a sample of the training patterns. s comes from that
         sample with the strongest training noise injected, so noisy inputs do not saturate
-        the input quantizer."""
+        the input quantizer. noise_mode "auto" is resolved here, from the measured background
+        and the cube's electrons per pattern (measure.choose_noise), into cfg and the record."""
         sample = patterns[:: max(1, len(patterns) // 2000)]
+        choice = None
+        if t["noise_mode"] == "auto":
+            measured = preprocess.fit_preprocess(sample, self.binning, self.crop, m["central_mask"])["measured"]
+            choice = measure.choose_noise(measured, noise.estimate_counts(sample), t["noise_levels"])
+            t["noise_mode"], t["noise_levels"] = choice["mode"], choice["levels"]
+            if choice["counts"] is not None:  # inject shot noise at the cube's own dose
+                self.counts = self.cfg["noise"]["counts"] = float(choice["counts"])
         levels = [0.0] if t["noise_mode"] == "none" else t["noise_levels"]
         noisy = self.noisy(sample, np.full(len(sample), max(levels)), np.random.default_rng(t["seed"] + 7))
         try:
-            return preprocess.fit_preprocess(sample, self.binning, self.crop, m["central_mask"], scale_patterns=noisy)
+            prep = preprocess.fit_preprocess(sample, self.binning, self.crop, m["central_mask"], scale_patterns=noisy)
+        except measure.MeasurementError:
+            raise
         except ValueError as e:
             raise UserError(f"training patterns: {e}") from None
+        if choice is not None:
+            prep["noise_choice"] = {"requested": "auto", **choice}
+        return prep
 
     @staticmethod
-    def fit_lattice(reference: np.ndarray, configured: str) -> dict:
-        measured, corr = lattice.measure_symmetry(reference)
+    def fit_lattice(reference: np.ndarray, configured: str, prep: dict | None = None) -> dict:
+        m = (prep or {}).get("measured", {})
+        inner = float((prep or {}).get("mask", {}).get("radius", 0.0))
+        if "disk_radius" in m:  # background-proof, checked against the first-order peaks (issue 25)
+            measured, corr, peaks = measure.lattice_symmetry(reference, inner, float(m["disk_radius"])) \
+                if configured == "auto" else (*lattice.measure_symmetry(reference), None)
+        else:
+            (measured, corr), peaks = lattice.measure_symmetry(reference), None
         symmetry = measured if configured == "auto" else configured
         return {"symmetry": symmetry, "configured": configured, "measured": measured,
                 "rotation_correlation": {str(k): round(v, 4) for k, v in corr.items()},
-                "rotation_range": network.rotation_range(symmetry)}
+                "peaks": peaks, "rotation_range": network.rotation_range(symmetry)}
+
+    def summary(self, patterns) -> str:
+        """measure.summary of this run: what was measured and the noise it will inject, and why."""
+        t, choice = self.t, self.prep_params.get("noise_choice")
+        noise_text = t["noise_mode"] if t["noise_mode"] == "none" else \
+            f"{t['noise_mode']} w = {', '.join(f'{w:g}' for w in t['noise_levels'])} at {self.counts:,.0f} e/pattern"
+        if choice:
+            noise_text += f" (auto: {choice['why']})"
+        return measure.summary(self.prep_params["measured"], self.prep_params.get("lattice", {}).get("symmetry"),
+                               noise.estimate_counts(patterns), noise_text)
 
     def noisy(self, raw, levels, rng):
         if levels is None:
@@ -442,12 +473,18 @@ class Trainer:
 
 
 def train(cfg: dict, cube_path: Path, run_dir: Path, resume: bool = False, progress: bool = True,
-          dataset: str | None = None) -> dict:
+          dataset: str | None = None, report=None) -> dict:
+    """report: called with the one-line measurement summary before training (the CLI prints it)."""
     run_dir = Path(run_dir)
     if (run_dir / "DONE").exists() and not resume:
         raise UserError(f"{run_dir}: a finished run is already there (choose another --out)")
     patterns = load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset)
-    trainer = Trainer(cfg, patterns, run_dir)
+    try:
+        trainer = Trainer(cfg, patterns, run_dir)
+    except measure.MeasurementError as e:
+        raise measure.MeasurementError(f"{cube_path}: {e}") from None
+    if report is not None and "measured" in trainer.prep_params:
+        report(trainer.summary(patterns))
     trainer.write_static()
     write_json(run_dir / "input.json", {"cube": str(Path(cube_path).resolve()), "dataset": dataset})
     return trainer.fit(resume=resume, progress=progress)
