@@ -223,7 +223,8 @@ def run_evaluate(args) -> int:
     m = res["mae"]
     print(f"MAE exx {m['exx']:.5f}  eyy {m['eyy']:.5f}  exy {m['exy']:.5f}  theta {m['theta']:.3f} deg"
           f"  ({res['patterns_per_second']:.0f} patterns/s)")
-    print(f"    against the truth (exx/eyy): {calibration_text(res['calibration'])}")
+    print(f"    against the truth (exx/eyy): {calibration_text(res['calibration'])}; strain spread across the scan "
+          f"{res['signal']['signal']:.3g}" + ("  FLAT" if res["signal"]["flat"] else ""))
     eb = res["error_bar_calibration"]
     print("    error bars, RMS of error/std (1: honest): " + (" ".join(f"{k} {eb[k]:.2f}" for k in ("exx", "eyy", "exy", "theta"))
                                                             if isinstance(eb, dict) else eb))

@@ -183,6 +183,7 @@ class Firmware:
     clock_period_ns: float = key("(0, inf)", "target clock period (ns)")
     part: str = key(None, "FPGA part (ccstae/firmware/convert.py checks the family)")
     csim_patterns_per_level: int = key("[0, inf)", "noisy test patterns per level in tb_data")
+    predict_patterns_per_level: int = key("[0, inf)", "test patterns per level through hls4ml's C++ (0: all)")
     frontend_pixels_per_clock: int = key("[1, 64]", "raw pixels per AXI-Stream word of the front end")
     frontend_patterns_per_level: int = key("[0, inf)", "raw-count patterns per level through the front-end C-sims")
 
