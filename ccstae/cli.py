@@ -183,7 +183,14 @@ def add_strain_parser(subparsers):
                                           "matrices to a region, write exx/eyy/exy/theta to HDF5 and PNG.")
     p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR")
     add_maps_options(p)
+    add_refine_option(p)
     p.set_defaults(handler=run_strain)
+
+
+def add_refine_option(p):
+    p.add_argument("--refine", action="store_true",
+                   help="refine each pattern on the host by Gauss-Newton against the learned reference "
+                        "(better maps; needs the patterns, so not what the firmware alone gives)")
 
 
 def run_strain(args) -> int:
@@ -191,7 +198,7 @@ def run_strain(args) -> int:
     from ccstae.model.run import load_run
 
     res = strain_command(load_run(args.model), args.input, args.out, args.region, args.stat, args.dataset,
-                         args.overwrite, progress=not args.no_progress)
+                         args.overwrite, progress=not args.no_progress, refine=args.refine)
     print(f"wrote {res['out']} and {res['png']} ({res['patterns_per_second']:.0f} patterns/s)")
     sig = res["signal"]
     print(f"signal: strain spread across the scan {sig['signal']:.3g}" + ("  FLAT: the maps carry no strain signal"
@@ -211,6 +218,7 @@ def add_evaluate_parser(subparsers):
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: RUN_DIR/evaluate)")
     p.add_argument("--no-progress", action="store_true")
     add_region_options(p)
+    add_refine_option(p)
     p.set_defaults(handler=run_evaluate)
 
 
@@ -219,7 +227,7 @@ def run_evaluate(args) -> int:
     from ccstae.model.run import load_run
 
     res = evaluate_command(load_run(args.model), args.input, args.out, args.region, args.stat,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, refine=args.refine)
     m = res["mae"]
     print(f"MAE exx {m['exx']:.5f}  eyy {m['eyy']:.5f}  exy {m['exy']:.5f}  theta {m['theta']:.3f} deg"
           f"  ({res['patterns_per_second']:.0f} patterns/s)")

@@ -36,7 +36,11 @@ def test_strain_writes_maps_and_png_and_refuses_to_overwrite(tiny, cli, one_line
         assert abs(float(np.mean(f["exx"][0:6, 0:6]))) < 2e-3
         # The input's dose, measured from the data: the training dose, so no warning.
         assert f.attrs["input_counts"] == pytest.approx(1e5, rel=0.05)
-    assert "WARNING" not in err
+        # An error bar per pattern beside each map (the tiny preset distils, so the run is calibrated).
+        for k in ("exx", "eyy", "exy", "theta"):
+            std = f[f"{k}_std"][()]
+            assert std.shape == (12, 12) and np.all(np.isfinite(std)) and np.all(std > 0), k
+    assert "WARNING" not in err and "error bars: written as *_std" in text
     assert out.with_suffix(".png").exists()
     before = out.read_bytes()
     rc, _, err = cli("strain", "--model", tiny / "run", "--input", tiny / "test.h5", "--out", out)
@@ -55,6 +59,23 @@ def test_evaluate_reports_mae_against_ground_truth(tiny, cli):
     # Beside the MAE: a flat map's, and the shot-noise floor of the simulated cube's noise-free twin.
     assert result["flat_map_mae"]["exx"] > 0 and 0 < result["noise_floor"]["exx"] < result["flat_map_mae"]["exx"]
     assert "a flat map (no skill)" in text and "shot-noise floor" in text
+    # The error bars checked against the truth: RMS of error / std per map.
+    assert set(result["error_bar_calibration"]) == {"exx", "eyy", "exy", "theta"}
+    assert all(np.isfinite(v) and v > 0 for v in result["error_bar_calibration"].values())
+
+
+def test_refine_aligns_each_pattern_on_the_host(tiny, cli, tmp_path):
+    """--refine: the encoder's outputs refined by Gauss-Newton against the learned reference."""
+    rc, _, err = cli("strain", "--model", tiny / "run", "--input", tiny / "test.h5", "--out", tmp_path / "r.h5",
+                     "--refine", "--no-progress")
+    assert rc == 0, err
+    rc, _, err = cli("strain", "--model", tiny / "run", "--input", tiny / "test.h5", "--out", tmp_path / "p.h5",
+                     "--no-progress")
+    assert rc == 0, err
+    with h5py.File(tmp_path / "r.h5") as r, h5py.File(tmp_path / "p.h5") as p:
+        assert bool(r.attrs["refined"]) and not bool(p.attrs["refined"])
+        assert np.all(np.isfinite(r["exx"][()])) and not np.allclose(r["exx"][()], p["exx"][()])
+        assert "exx_std" not in r  # no error model for refined maps
 
 
 def test_a_run_without_a_finished_checkpoint_is_refused(tiny, tmp_path, cli, one_line_error):

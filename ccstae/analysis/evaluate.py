@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 
 from ccstae.model import errorbar, health, network
+from ccstae.model import refine as refine_mod
 from ccstae.physics import strain
 from ccstae.core.data_io import atomic_path, open_cube, write_json
 from ccstae.core.errors import DataError, UserError
@@ -83,19 +84,24 @@ def write_strain_h5(path: Path, maps: dict, attrs: dict, overwrite: bool = False
 
 
 def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean", dataset=None,
-                   overwrite=False, progress=True) -> dict:
+                   overwrite=False, progress=True, refine: bool = False) -> dict:
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"{out}: exists (pass --overwrite to replace it)")
     with open_cube(cube_path, dataset=dataset) as cube:
         dose = dose_check(run, cube.read_rows(0, 1).reshape(-1, *cube.shape[2:]))
         raw, rate = run_on_cube(run, cube, progress=progress)
-        std, why_no_std = errorbar.cube_std_maps(run, cube, raw, region, stat)
+        if refine:  # the host-side Gauss-Newton step: better maps, no error-bar model for them yet
+            raw = refine_mod.refine_cube(run, cube, raw)
+            std, why_no_std = None, "not for --refine maps (the error model is the encoder's)"
+        else:
+            std, why_no_std = errorbar.cube_std_maps(run, cube, raw, region, stat)
     maps = maps_from_raw(raw, region, stat, run.rot_range)
     signal = health.map_signal(raw, run.rot_range)
     written = dict(maps, **{f"{k}_std": v for k, v in (std or {}).items()})
     write_strain_h5(out, written, {"model": str(run.path), "input": str(cube_path),
                                 "reference_region": region or "whole scan", "reference_stat": stat,
+                                "refined": bool(refine),
                                 "patterns_per_second": rate, "signal": signal["signal"],
                                 "flat": signal["flat"], "input_counts": dose["input_counts"] or 0.0},
                     overwrite=True)
@@ -126,16 +132,21 @@ def dose_check(run: Run, patterns: np.ndarray) -> dict:
 
 
 def evaluate_command(run: Run, cube_path: Path, out_dir: Path | None = None, region=None, stat="mean",
-                     progress=True) -> dict:
+                     progress=True, refine: bool = False) -> dict:
     cube_path = Path(cube_path)
     with open_cube(cube_path) as cube:
         if cube.ground_truth is None:
             raise DataError(f"{cube_path}: no ground truth in this cube: MAE needs /ground_truth")
         gt = cube.ground_truth
         raw, rate = run_on_cube(run, cube, progress=progress)
-        std, why_no_std = errorbar.cube_std_maps(run, cube, raw, region, stat)
+        if refine:  # the host-side Gauss-Newton step: better maps, no error-bar model for them yet
+            raw = refine_mod.refine_cube(run, cube, raw)
+            std, why_no_std = None, "not for --refine maps (the error model is the encoder's)"
+        else:
+            std, why_no_std = errorbar.cube_std_maps(run, cube, raw, region, stat)
     pred, truth = maps_from_raw(raw, region, stat, run.rot_range), truth_maps(gt, region, stat)
     result = {"model": str(run.path), "input": str(cube_path), "reference_region": region or "whole scan",
+              "refined": bool(refine),
               "mae": strain.mae(pred, truth, 2 * run.rot_range),
               "calibration": calibration(pred, truth, 2 * run.rot_range), "flat_map_mae": strain.flat_map_mae(truth, 2 * run.rot_range),
               # the shot-noise floor of a simulated cube (None for others): skill lies between it and a flat map

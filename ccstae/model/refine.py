@@ -93,3 +93,24 @@ def raw_from_params(params: np.ndarray, rot_range: float) -> np.ndarray:
     ranges = np.array([network.SCALE_RANGE, network.SCALE_RANGE, network.SHEAR_RANGE, rot_range])
     centred = np.asarray(params, np.float64) - np.array([1.0, 1.0, 0.0, 0.0])
     return np.arctanh(np.clip(centred / ranges, -0.999, 0.999))
+
+
+def refine_cube(run, cube, raw: np.ndarray, steps: int | None = None, batch_size: int = 256) -> np.ndarray:
+    """`ccstae strain --refine`: the encoder's outputs on a cube (Rx, Ry, 4), each refined on the
+    host by Gauss-Newton against the run's learned reference (the distillation teacher). Needs
+    the patterns, so it is an offline step beside the firmware, which sends parameters only."""
+    from ccstae.model import preprocess
+    from ccstae.model.train import loss_mask
+
+    reference = np.load(run.path / "reference.npy")
+    t = run.config["train"]
+    aligner = Aligner(reference, loss_mask(reference.shape[0], t, run.mask), float(t["blur_end"]))
+    steps = int(steps or t.get("distill_steps", 4))
+    flat = raw.reshape(-1, 4)
+    out = np.zeros_like(flat, dtype=np.float64)
+    for start, batch in cube.iter_batches(batch_size):
+        x = preprocess.preprocess(batch, run.scale, run.binning, run.crop, run.mask)
+        guess = network.matrices_from_raw(flat[start:start + len(batch)], run.rot_range)
+        m, _ = aligner.fit(x, guess, steps=steps)
+        out[start:start + len(batch)] = raw_from_params(params_from_matrices(m), run.rot_range)
+    return out.reshape(raw.shape)
