@@ -216,11 +216,13 @@ def test_a_worker_killed_mid_cell_costs_a_rerun_not_the_study(tmp_path):
             Client(cluster) as client:
         killer = threading.Thread(target=kill_the_cells_worker, args=(client,), daemon=True)
         killer.start()
-        summary = robustness.run_study(tiny_study_config(fixed_levels=[0.0], baseline=False), out,
-                                       scheduler=cluster.scheduler_address, progress=False, reuse_runs=False)
+        cfg = tiny_study_config(fixed_levels=[0.0], baseline=False)
+        summary = robustness.run_study(cfg, out, scheduler=cluster.scheduler_address, progress=False,
+                                       reuse_runs=False)
         killer.join(timeout=5)
     assert killed, "the cell finished before its worker could be killed"
     cell = summary["cells"]["fixed-0.00"]
     assert cell["status"] == "done" and all(np.isfinite(r["mae"]["exx"]) for r in cell["rows"])
     history = json.loads((out / "cells" / "fixed-0.00" / "float" / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2]  # every epoch once: not cut short, not logged twice
+    n_epochs = cfg["train"]["epochs"] + cfg["train"]["distill_epochs"]  # cycle, then distillation
+    assert [h["epoch"] for h in history] == list(range(1, n_epochs + 1))  # every epoch once: not cut short, not logged twice

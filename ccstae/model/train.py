@@ -319,11 +319,13 @@ class Trainer:
             self.model.reference_logit.assign(self._best[1])
         if (self.run_dir / "encoder.h5").exists() and not (self.run_dir / "encoder_cycle.h5").exists():
             # The cycle phase's encoder, kept for the ablation (bench/bench_distill.py).
-            shutil.copyfile(self.run_dir / "encoder.h5", self.run_dir / "encoder_cycle.h5")
+            with atomic_path(self.run_dir / "encoder_cycle.h5", overwrite=True) as tmp:
+                shutil.copyfile(self.run_dir / "encoder.h5", tmp)
         self.targets = self.distill_targets()
         t = self.t
         decay = tf.keras.optimizers.schedules.CosineDecay(float(t["distill_learning_rate"]),
                                                           max(1, int(t["distill_epochs"]) * n_batches))
+        # Not checkpointed: a run resumed inside the phase restarts this optimizer and its schedule.
         self.distill_optimizer = tf.keras.optimizers.Adam(decay)
         if int(self.epoch.numpy()) == int(t["epochs"]):  # not a resume inside the phase
             self.best_val.assign(np.inf)
