@@ -26,7 +26,6 @@ from ccstae.core.config import load_config  # noqa: E402
 from ccstae.core.data_io import open_cube  # noqa: E402
 from ccstae.model import network, refine  # noqa: E402
 from ccstae.model.run import load_run  # noqa: E402
-from ccstae.model.train import loss_mask  # noqa: E402
 from ccstae.physics.strain import flat_map_mae, mae  # noqa: E402
 from ccstae.pipeline import stages  # noqa: E402
 
@@ -49,9 +48,7 @@ def main() -> None:
     if not (args.run / "encoder_cycle.h5").exists():
         raise SystemExit(f"{args.run}: no encoder_cycle.h5 (train with [train] distill_epochs > 0)")
     cycle = keras.models.load_model(args.run / "encoder_cycle.h5", compile=False)
-    reference = np.load(args.run / "reference.npy")
-    mask = loss_mask(reference.shape[0], run.config["train"], run.mask)
-    teacher = refine.Aligner(reference, mask, float(run.config["train"]["blur_end"]))
+    teacher = refine.Aligner(*run.reference_and_mask(), float(run.config["train"]["blur_end"]))
     rot = run.rot_range
     print(f"{args.run}: cycle {run.config['train']['epochs']} epochs + distill {run.config['train']['distill_epochs']}")
     print("mean of exx and eyy MAE (slope), test seeds " + ", ".join(map(str, args.seeds)))

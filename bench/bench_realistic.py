@@ -130,7 +130,7 @@ def ml_fit(run, run_dir: Path, patterns: np.ndarray, counts: float, steps: int =
     from ccstae.model import network, stn
 
     ref = np.load(run_dir / "reference.npy").astype(np.float32)
-    loss_mask = tf.constant(train.loss_mask(ref.shape[0], run.config["train"], run.mask))
+    loss_mask = tf.constant(stn.loss_mask(ref.shape[0], run.config["train"], run.mask))
     x = run.inputs(patterns)
     k = tf.constant(x ** 2 * run.scale * counts)  # x = sqrt(I / s), I = counts / dose: back to counts
     raw = tf.Variable(run.encoder.predict(x, batch_size=256, verbose=0).astype(np.float32))

@@ -7,8 +7,7 @@ import pytest
 
 from ccstae.core.config import load_config
 from ccstae.core.data_io import open_cube
-from ccstae.model import errorbar, network, preprocess, refine
-from ccstae.model.train import loss_mask
+from ccstae.model import errorbar, network, preprocess, refine, stn
 from ccstae.physics import noise, strain
 from ccstae.physics.simulate import simulate_scan
 
@@ -24,7 +23,7 @@ def clean_pattern(tmp_path_factory):
     with open_cube(path) as cube:
         raw = cube.read_patterns(np.array([0]))[0].astype(np.float64)
     scale = float(np.percentile(raw, 99.5))
-    mask = loss_mask(raw.shape[-1], cfg["train"], None)
+    mask = stn.loss_mask(raw.shape[-1], cfg["train"], None)
     return raw, scale, mask
 
 
@@ -36,7 +35,7 @@ def test_polar_decomposition_inverts_the_encoder_parametrisation():
     rng = np.random.default_rng(0)
     params = np.stack([1 + rng.uniform(-0.04, 0.04, 50), 1 + rng.uniform(-0.04, 0.04, 50),
                        rng.uniform(-0.08, 0.08, 50), rng.uniform(-0.5, 0.5, 50)], 1)
-    m = errorbar.params_to_matrices(params)
+    m = network.matrices_from_params(params)
     np.testing.assert_allclose(refine.params_from_matrices(m), params, atol=1e-10)
     raw = refine.raw_from_params(params, np.pi / 6)
     np.testing.assert_allclose(network.matrices_from_raw(raw, np.pi / 6), m, atol=1e-9)
@@ -50,7 +49,7 @@ def test_the_fit_recovers_a_known_warp(clean_pattern):
 
     raw, scale, mask = clean_pattern
     ref = prep(raw, scale)[0]
-    true = errorbar.params_to_matrices(np.array([[1.01, 0.995, 0.004, 0.02]]))
+    true = network.matrices_from_params(np.array([[1.01, 0.995, 0.004, 0.02]]))
     pattern = stn.warp(tf.constant(ref[None]), np.linalg.inv(true)).numpy()  # the reference's lattice mapped by M
     m, _ = refine.Aligner(ref, mask, sigma=0.7).fit(pattern, np.eye(2)[None], steps=8)
     np.testing.assert_allclose(m[0], true[0], atol=5e-4)

@@ -83,6 +83,17 @@ def write_strain_h5(path: Path, maps: dict, attrs: dict, overwrite: bool = False
             f.attrs[k] = v
 
 
+def outputs_and_error_bars(run: Run, cube, region, stat, progress: bool, refine: bool):
+    """The run's raw outputs on a cube (Rx, Ry, 4), its rate, and the maps' error bars (or None and
+    why). --refine aligns each pattern on the host (the distillation teacher): better maps, but the
+    error model is the encoder's, so they get no error bars yet."""
+    raw, rate = run_on_cube(run, cube, progress=progress)
+    if refine:
+        return refine_mod.refine_cube(run, cube, raw), rate, None, \
+            "not for --refine maps (the error model is the encoder's)"
+    return (raw, rate, *errorbar.cube_std_maps(run, cube, raw, region, stat))
+
+
 def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean", dataset=None,
                    overwrite=False, progress=True, refine: bool = False) -> dict:
     out = Path(out)
@@ -90,12 +101,7 @@ def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean
         raise UserError(f"{out}: exists (pass --overwrite to replace it)")
     with open_cube(cube_path, dataset=dataset) as cube:
         dose = dose_check(run, cube.read_rows(0, 1).reshape(-1, *cube.shape[2:]))
-        raw, rate = run_on_cube(run, cube, progress=progress)
-        if refine:  # the host-side Gauss-Newton step: better maps, no error-bar model for them yet
-            raw = refine_mod.refine_cube(run, cube, raw)
-            std, why_no_std = None, "not for --refine maps (the error model is the encoder's)"
-        else:
-            std, why_no_std = errorbar.cube_std_maps(run, cube, raw, region, stat)
+        raw, rate, std, why_no_std = outputs_and_error_bars(run, cube, region, stat, progress, refine)
     maps = maps_from_raw(raw, region, stat, run.rot_range)
     signal = health.map_signal(raw, run.rot_range)
     written = dict(maps, **{f"{k}_std": v for k, v in (std or {}).items()})
@@ -138,12 +144,7 @@ def evaluate_command(run: Run, cube_path: Path, out_dir: Path | None = None, reg
         if cube.ground_truth is None:
             raise DataError(f"{cube_path}: no ground truth in this cube: MAE needs /ground_truth")
         gt = cube.ground_truth
-        raw, rate = run_on_cube(run, cube, progress=progress)
-        if refine:  # the host-side Gauss-Newton step: better maps, no error-bar model for them yet
-            raw = refine_mod.refine_cube(run, cube, raw)
-            std, why_no_std = None, "not for --refine maps (the error model is the encoder's)"
-        else:
-            std, why_no_std = errorbar.cube_std_maps(run, cube, raw, region, stat)
+        raw, rate, std, why_no_std = outputs_and_error_bars(run, cube, region, stat, progress, refine)
     pred, truth = maps_from_raw(raw, region, stat, run.rot_range), truth_maps(gt, region, stat)
     result = {"model": str(run.path), "input": str(cube_path), "reference_region": region or "whole scan",
               "refined": bool(refine),

@@ -38,15 +38,6 @@ def pixel_variance(patterns: np.ndarray, scale: float) -> float:
     return 1.0 / (4.0 * scale * per_unit)
 
 
-def params_to_matrices(params: np.ndarray) -> np.ndarray:
-    """(scale_x, scale_y, shear, rotation) (N, 4) -> M (N, 2, 2), as network.matrices_from_raw."""
-    sx, sy, sh, rot = (params[:, k] for k in range(4))
-    c, s = np.cos(rot), np.sin(rot)
-    r = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
-    sym = np.stack([np.stack([sx, sh], -1), np.stack([sh, sy], -1)], -2)
-    return r @ sym
-
-
 def _maps(m: np.ndarray, m_ref_inv: np.ndarray) -> np.ndarray:
     out = strain.polar_strain(m @ m_ref_inv)
     return np.stack([out[k] for k in strain.MAPS], 1)  # (N, 4)
@@ -97,7 +88,7 @@ def calibrate(model, val_raw, targets, prep, encoder_inputs, noisy, mask, levels
     from scipy.optimize import nnls
 
     bound = Bound(model.reference.numpy(), mask)
-    m_target = params_to_matrices(np.asarray(targets, np.float64))
+    m_target = network.matrices_from_params(np.asarray(targets, np.float64))
     m_ref = m_target.mean(0)
     truth_like = _maps(m_target, np.linalg.inv(m_ref))
     rows, per_level = [], {}
@@ -133,7 +124,6 @@ def cube_std_maps(run, cube, raw: np.ndarray, region=None, stat: str = "mean", b
     import json
 
     from ccstae.model import preprocess
-    from ccstae.model.train import loss_mask
 
     path = run.path / "errorbars.json"
     calib = json.loads(path.read_text()) if path.exists() else {}
@@ -144,8 +134,7 @@ def cube_std_maps(run, cube, raw: np.ndarray, region=None, stat: str = "mean", b
     m_all = network.matrices_from_raw(raw.reshape(-1, 4), run.rot_range).reshape(*raw.shape[:2], 2, 2)
     rs, cs = strain.parse_region(region, raw.shape[:2]) if not isinstance(region, tuple) else region
     m_ref = getattr(np, stat)(m_all[rs, cs].reshape(-1, 2, 2), axis=0)
-    reference = np.load(run.path / "reference.npy")
-    bound = Bound(reference, loss_mask(reference.shape[0], run.config["train"], run.mask))
+    bound = Bound(*run.reference_and_mask())
     out = np.zeros((int(np.prod(raw.shape[:2])), 4))
     var_x = None
     for start, batch in cube.iter_batches(batch_size):

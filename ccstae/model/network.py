@@ -83,7 +83,12 @@ def bound_affine(raw, rot_range: float = ROTATION_RANGE):
 
 def matrices_from_raw(raw: np.ndarray, rot_range: float = ROTATION_RANGE) -> np.ndarray:
     """Raw encoder outputs (N, 4) -> affine matrices (N, 2, 2), numpy (host side)."""
-    sx, sy, sh, rot = bound_affine(np.asarray(raw, np.float64), rot_range)
+    return matrices_from_params(np.stack(bound_affine(np.asarray(raw, np.float64), rot_range), 1))
+
+
+def matrices_from_params(params: np.ndarray) -> np.ndarray:
+    """(scale_x, scale_y, shear, rotation) (N, 4) -> M = R(rotation) @ [[sx, sh], [sh, sy]] (N, 2, 2)."""
+    sx, sy, sh, rot = (np.asarray(params, np.float64)[:, k] for k in range(4))
     c, s = np.cos(rot), np.sin(rot)
     rmat = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
     sym = np.stack([np.stack([sx, sh], -1), np.stack([sh, sy], -1)], -2)

@@ -100,11 +100,9 @@ def refine_cube(run, cube, raw: np.ndarray, steps: int | None = None, batch_size
     host by Gauss-Newton against the run's learned reference (the distillation teacher). Needs
     the patterns, so it is an offline step beside the firmware, which sends parameters only."""
     from ccstae.model import preprocess
-    from ccstae.model.train import loss_mask
 
-    reference = np.load(run.path / "reference.npy")
     t = run.config["train"]
-    aligner = Aligner(reference, loss_mask(reference.shape[0], t, run.mask), float(t["blur_end"]))
+    aligner = Aligner(*run.reference_and_mask(), float(t["blur_end"]))
     steps = int(steps or t.get("distill_steps", 4))
     flat = raw.reshape(-1, 4)
     out = np.zeros_like(flat, dtype=np.float64)

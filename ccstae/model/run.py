@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ccstae.model import network, preprocess
+from ccstae.model import network, preprocess, stn
 from ccstae.core.errors import DataError, UserError
 
 
@@ -34,6 +34,12 @@ class Run:
     def rot_range(self) -> float:
         """The encoder's rotation bound (radians): hexagonal (+-30 deg) for runs made before it was saved."""
         return float((self.prep or {}).get("lattice", {}).get("rotation_range", network.ROTATION_RANGE))
+
+    def reference_and_mask(self) -> tuple[np.ndarray, np.ndarray]:
+        """The learned reference pattern (P, P) and the cycle loss's annulus (P, P, 1): what the
+        Gauss-Newton teacher (refine.Aligner) and the error-bar bound (errorbar.Bound) fit on."""
+        reference = np.load(self.path / "reference.npy")
+        return reference, stn.loss_mask(reference.shape[0], self.config["train"], self.mask)
 
     def inputs(self, patterns: np.ndarray) -> np.ndarray:
         if self.integer_inputs is not None:

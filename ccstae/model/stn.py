@@ -69,3 +69,13 @@ def annular_mask(pattern: int, r_in: float, r_out: float) -> np.ndarray:
     rr, cc = np.mgrid[:pattern, :pattern]
     r = np.hypot(rr - c, cc - c)
     return ((r >= r_in) & (r <= r_out)).astype(np.float32)[..., None]
+
+
+def loss_mask(pattern: int, t: dict, prep_mask: dict | None) -> np.ndarray:
+    """The annulus the cycle loss is computed on, (P, P, 1). It ignores the central disk: at least
+    [train] mask_inner of the pattern, and at least one pixel beyond the input's central mask
+    (the warp moves the mask's edge by a fraction of a pixel)."""
+    inner = t["mask_inner"] * pattern
+    if prep_mask and prep_mask.get("kind") == "disk":
+        inner = max(inner, float(prep_mask["radius"]) + 1.0)
+    return annular_mask(pattern, inner, t["mask_outer"] * pattern)

@@ -84,16 +84,6 @@ def noise_levels_for(t: dict, epoch: int, n: int, rng: np.random.Generator):
     return rng.choice(levels, size=n)
 
 
-def loss_mask(pattern: int, t: dict, prep_mask: dict | None) -> np.ndarray:
-    """The annulus the cycle loss is computed on, (P, P, 1). It ignores the central disk: at least
-    [train] mask_inner of the pattern, and at least one pixel beyond the input's central mask
-    (the warp moves the mask's edge by a fraction of a pixel)."""
-    inner = t["mask_inner"] * pattern
-    if prep_mask and prep_mask.get("kind") == "disk":
-        inner = max(inner, float(prep_mask["radius"]) + 1.0)
-    return stn.annular_mask(pattern, inner, t["mask_outer"] * pattern)
-
-
 def blur_at(t: dict, epoch: int) -> float:
     frac = min(1.0, epoch / max(1, 0.6 * t["epochs"]))
     return float(t["blur_start"] + (t["blur_end"] - t["blur_start"]) * frac)
@@ -174,7 +164,7 @@ class Trainer:
             self.prep_params["lattice"] = self.fit_lattice(reference[..., 0], m["lattice_symmetry"], self.prep_params)
         self.rot_range = float(self.prep_params["lattice"]["rotation_range"])
         self.model = network.CCSTAE(encoder, reference, self.rot_range)
-        self.mask = loss_mask(self.pattern, t, self.prep_mask)
+        self.mask = stn.loss_mask(self.pattern, t, self.prep_mask)
         self.optimizer = tf.keras.optimizers.Adam(t["learning_rate"])
         self.optimizer.build(self.model.trainable())  # one optimizer for the encoder-only and the full steps
         self.epoch = tf.Variable(0, dtype=tf.int64)
@@ -278,13 +268,11 @@ class Trainer:
     def _eval_distill(self, x_in, target, scale):
         return self.model.distill_losses(x_in, target, scale)
 
-    def predict_params(self, raw_patterns, batch_size: int = 256) -> np.ndarray:
-        """The encoder's (scale_x, scale_y, shear, rotation) on patterns, (N, 4)."""
-        out = []
-        for i in range(0, len(raw_patterns), batch_size):
-            raw = self.model.encoder(self.encoder_inputs(raw_patterns[i:i + batch_size]), training=False)
-            out.append(np.stack([np.asarray(v) for v in network.bound_affine(raw.numpy(), self.rot_range)], 1))
-        return np.concatenate(out)
+    def predict_raw(self, raw_patterns, batch_size: int = 256) -> np.ndarray:
+        """The encoder's raw outputs on patterns, (N, 4)."""
+        return np.concatenate([self.model.encoder(self.encoder_inputs(raw_patterns[i:i + batch_size]),
+                                                  training=False).numpy()
+                               for i in range(0, len(raw_patterns), batch_size)])
 
     def distill_targets(self) -> dict:
         """Each training and validation pattern's parameters, refined by Gauss-Newton against the
@@ -296,8 +284,7 @@ class Trainer:
             params = []
             for i in range(0, len(raw), 1024):
                 part = raw[i:i + 1024]
-                guess = network.matrices_from_raw(
-                    refine.raw_from_params(self.predict_params(part), self.rot_range), self.rot_range)
+                guess = network.matrices_from_raw(self.predict_raw(part), self.rot_range)
                 m, _ = aligner.fit(self.prep(part), guess, steps=int(self.t["distill_steps"]))
                 params.append(refine.params_from_matrices(m))
             out[name] = np.concatenate(params).astype(np.float32)

@@ -17,6 +17,7 @@ import numpy as np
 
 from ccstae.firmware import convert, csim, frontend, frontend_estimate
 from ccstae.pipeline import stages
+from ccstae.pipeline.clock import Stopwatch, reference_op_seconds
 from ccstae.firmware import estimate as E
 from ccstae.model import errorbar, health
 from ccstae.core.config import load_config
@@ -27,26 +28,6 @@ from ccstae.core.errors import UserError
 from ccstae.model.run import check_pattern_size, load_run
 from ccstae.physics.strain import MAPS, flat_map_mae, mae, save_maps_png
 from ccstae.quant import qat, qmodel
-
-
-class Stopwatch:
-    def __init__(self):
-        self.times = {}
-
-    def __call__(self, name):
-        watch = self
-
-        class Lap:
-            def __enter__(self):
-                self.t0 = time.time()
-                print(f"== {name}", flush=True)
-
-            def __exit__(self, *exc):
-                watch.times[name] = round(time.time() - self.t0, 1)
-                if exc[0] is None:
-                    print(f"   {name}: {watch.times[name]:.1f} s", flush=True)
-
-        return Lap()
 
 
 def project_dir(config, root: Path = Path(".")) -> Path:
@@ -64,6 +45,7 @@ def run_pipeline(config="default", root: Path = Path("."), progress: bool = True
     root = Path(root)
     watch = Stopwatch()
     t_start = time.time()
+    ref_op = [reference_op_seconds()]  # the machine's speed, at the start and at the end
 
     with watch("simulate"):
         data = stages.ensure_data(cfg, root / "data" / name, progress)
@@ -90,6 +72,8 @@ def run_pipeline(config="default", root: Path = Path("."), progress: bool = True
     summary["stages"] = {r.stage: {"path": str(r.path), "key": r.key, "ran": r.ran, "seconds": r.seconds}
                          for r in (data, float_run, q_run, fw)}
     summary["times_s"]["total"] = round(time.time() - t_start, 1)
+    ref_op.append(reference_op_seconds())
+    summary["reference_op_s"] = [round(t, 4) for t in ref_op]
     write_json(prj / "summary.json", summary)
     print(format_summary(summary))
     return summary
@@ -345,5 +329,10 @@ def format_summary(s: dict) -> str:
                     f"{'-':>8}" if k not in m else (f"{m[k]:8.5f}" if k != "theta" else f"{m[k]:8.3f}") for k in MAPS)
                     + (f"  ({m['bragg_counts']:,.0f} e in the Bragg disks)" if "bragg_counts" in m else ""))
     lines.append("\ntimes (s): " + ", ".join(f"{k} {v}" for k, v in s["times_s"].items()))
+    if "reference_op_s" in s:  # ccstae/pipeline/clock.py: the same times in units of a fixed op
+        op = float(np.mean(s["reference_op_s"]))
+        lines.append(f"reference op (1024^2 float32 matmul): {1e3 * s['reference_op_s'][0]:.1f} ms at the start, "
+                     f"{1e3 * s['reference_op_s'][1]:.1f} ms at the end; total {s['times_s']['total'] / op:,.0f} ops "
+                     f"({', '.join(f'{k} {v / op:,.0f}' for k, v in s['times_s'].items() if k != 'total' and v)})")
     lines.append(f"wrote {s['project']}/summary.json")
     return "\n".join(lines)

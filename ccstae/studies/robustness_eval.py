@@ -61,16 +61,16 @@ def cycle_loss(raw: np.ndarray, x: np.ndarray, reference: np.ndarray, run, batch
 
     x is both the encoder input and the target: on measured data the noisy pattern is all
     there is. The blur is the run's final one and the mask the run's training loss mask
-    (ccstae.model.train.loss_mask: its annulus, clear of the input's central mask), as in validation.
+    (ccstae.model.stn.loss_mask: its annulus, clear of the input's central mask), as in validation.
     """
     import tensorflow as tf
 
-    from ccstae.model import network, train
+    from ccstae.model import network, stn
 
     enc = _FixedOutputs()
     model = network.CCSTAE(enc, reference)
     t = run.config["train"]
-    mask = train.loss_mask(x.shape[1], t, run.mask)
+    mask = stn.loss_mask(x.shape[1], t, run.mask)
     sigma = tf.constant(float(t["blur_end"]), tf.float32)
     total = 0.0
     for i in range(0, len(x), batch):

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ccstae.firmware import convert, csim, vendor
 from ccstae.firmware import estimate as E
 from ccstae.firmware import frontend, frontend_estimate
-from ccstae.pipeline.hls import Stopwatch
+from ccstae.pipeline.clock import Stopwatch
 from ccstae.studies.sweep_grid import settings, variant_config
 from ccstae.core.data_io import open_cube
 from ccstae.core.errors import UserError
