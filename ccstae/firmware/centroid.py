@@ -37,6 +37,7 @@ from ccstae.core.errors import UserError
 OUTPUTS = ("A_xx", "A_xy", "A_yx", "A_yy", "c_x", "c_y")
 MAX_DISKS = 64
 MIN_SHARE = 0.05  # a reference disk holds at least this share of the strongest one (as floor.centroid_floor)
+SEARCH = 0.75     # sector radius, of the nearest gap between reference disks: room for rotated lattices
 
 
 def clog2(x: int) -> int:
@@ -51,7 +52,8 @@ class CoreParams:
     size: pixels per side of the binned, cropped frame; sum_bits: bits of a binned count;
     centre: (row, col) of the central disk; disks: (K, 2) reference disk centres (row, col);
     box: side of the peak-search box (odd); inner, ring: window radii (pixels); search: sector
-    radius; frac_bits F, pinv_bits PF, out_frac OUT_F: the fixed-point grids."""
+    radius; others: (J, 2) lattice points not measured (cut by the frame's edge), which bound the
+    sectors too; frac_bits F, pinv_bits PF, out_frac OUT_F: the fixed-point grids."""
 
     size: int
     sum_bits: int
@@ -61,12 +63,14 @@ class CoreParams:
     inner: float
     ring: float
     search: float
+    others: np.ndarray | None = None
     frac_bits: int = 12
     pinv_bits: int = 28
     out_frac: int = 20
 
     def __post_init__(self):
         self.disks = np.asarray(self.disks, np.float64).reshape(-1, 2)
+        self.others = np.zeros((0, 2)) if self.others is None else np.asarray(self.others, np.float64).reshape(-1, 2)
         self.centre = (float(self.centre[0]), float(self.centre[1]))
         check(self)
 
@@ -102,13 +106,18 @@ class CoreParams:
 
     def sectors(self) -> np.ndarray:
         """(size, size) ROM: 1 + the disk whose search sector holds the box centred on the pixel, 0: none.
-        Only pixels whose box lies on the frame (the streaming box sum sees no others)."""
+        A sector: the pixels within `search` of its reference disk and nearer to it than to any other
+        lattice point (`others`: a disk the edge cuts is still a disk) or to the centre (the central disk,
+        unmasked, would outshine the Bragg disks), whose box
+        lies on the frame (the streaming box sum sees no others)."""
         rows, cols = np.mgrid[:self.size, :self.size]
-        d = np.hypot(rows[..., None] - self.disks[:, 0], cols[..., None] - self.disks[:, 1])
+        points = np.vstack([self.disks, [self.centre], self.others])
+        d = np.hypot(rows[..., None] - points[:, 0], cols[..., None] - points[:, 1])
         nearest = d.argmin(-1)
         h = self.half
         on = (rows >= h) & (rows < self.size - h) & (cols >= h) & (cols < self.size - h)
-        return np.where(on & (d.min(-1) <= self.search), nearest + 1, 0).astype(np.int64)
+        on &= (nearest < len(self.disks)) & (d.min(-1) <= self.search)
+        return np.where(on, nearest + 1, 0).astype(np.int64)
 
     def widths(self) -> dict:
         """Bits of every intermediate (signed ones include the sign), from sum_bits and the window;
@@ -193,13 +202,40 @@ def fit_core(mean_pattern: np.ndarray, sum_bits: int, measured: dict | None = No
         inside = np.hypot(rows - r0, cols - c0) <= radius + 1
         w = residual * inside
         disks.append(((w * rows).sum() / w.sum(), (w * cols).sum() / w.sum()))
-    disks = np.array(disks).reshape(-1, 2)
+    disks, others = lattice(np.array(disks).reshape(-1, 2), centre, size, radius)
     everything = np.vstack([disks, [centre]])
     gaps = np.hypot(*(everything[:, None] - everything[None]).transpose(2, 0, 1))
     np.fill_diagonal(gaps, np.inf)
-    return CoreParams(size=size, sum_bits=int(sum_bits), centre=centre, disks=disks,
+    return CoreParams(size=size, sum_bits=int(sum_bits), centre=centre, disks=disks, others=others,
                       box=2 * max(1, int(round(radius))) + 1, inner=radius + 1.5, ring=radius + 2.5,
-                      search=0.5 * float(gaps.min()) if len(disks) else 1.0)
+                      search=SEARCH * float(gaps.min()) if len(disks) else 1.0)
+
+
+def lattice(peaks: np.ndarray, centre, size: int, radius: float) -> tuple:
+    """The peaks put on one lattice: indexed on the two shortest non-collinear peak vectors, the
+    basis refitted to all of them by least squares, each peak moved to its lattice point. The mean of
+    a sample of rotated patterns smears each disk into an arc, by shell and unevenly; a reference
+    that is not one lattice would tilt the sectors of one shell against another's. Returns the
+    peaks' lattice points and the other lattice points within a disk radius of the frame."""
+    g = peaks - np.asarray(centre)
+    none = np.zeros((0, 2))
+    if len(g) < 3:
+        return peaks, none
+    g = g[np.argsort(np.hypot(*g.T), kind="stable")]
+    a = g[0]
+    cross = np.abs(a[0] * g[:, 1] - a[1] * g[:, 0]) / (np.hypot(*a) * np.hypot(*g.T))
+    if not (cross > 0.5).any():
+        return peaks, none  # one line: check() refuses it
+    basis = np.column_stack([a, g[np.argmax(cross > 0.5)]])  # columns: the two basis vectors
+    index = np.rint(np.linalg.solve(basis, g.T).T)
+    basis_t, *_ = np.linalg.lstsq(index, g, rcond=None)
+    reach = int(np.ceil(2 * size / min(np.hypot(*basis_t.T)))) + 1
+    every = np.stack(np.meshgrid(np.arange(-reach, reach + 1), np.arange(-reach, reach + 1)), -1).reshape(-1, 2)
+    points = every @ basis_t + np.asarray(centre)
+    near = np.all((points > -radius) & (points < size - 1 + radius), 1)
+    known = {tuple(i) for i in index.astype(int).tolist()} | {(0, 0)}
+    others = points[near & np.array([tuple(i) not in known for i in every.tolist()])]
+    return index @ basis_t + np.asarray(centre), others
 
 
 # ----------------------------------------------------------------------------- the integer reference
