@@ -149,6 +149,10 @@ def _open_mib(path: Path, scan):
     with open(path, "rb") as f:
         attrs = merlin_header(f.read(768))
     hdr = rec["original_metadata"].get("hdr_file") or {}
+    # The .mib holds frames, not a scan: the shape comes from --scan, else from the .hdr's frames per
+    # trigger (one trigger a scan row), else from rosettasciio's reading of the frame time stamps.
+    attrs["scan_shape_source"] = ("--scan" if scan is not None else ".hdr (frames per trigger)" if hdr
+                                  else "frame time stamps (rosettasciio)")
     for key in ("Frames in Acquisition (Number)", "Frames per Trigger (Number)", "Counter Depth (number)"):
         if key in hdr:
             attrs["hdr: " + key] = hdr[key]
@@ -163,8 +167,10 @@ def _open_blo(path: Path, scan):
     attrs = {"scan_step_A": float(h["SY"]) * 10.0}  # nm; SY: the step between scan rows (Rx)
     if not math.isclose(float(h["SX"]), float(h["SY"])):
         attrs["scan_step_Ry_A"] = float(h["SX"]) * 10.0
-    attrs["beam_energy_kv"] = float(h["Beam_energy"]) / 1e3  # volts
-    attrs["camera_length_mm"] = float(h["Camera_length"]) / 10.0  # 10 x mm
+    if h["Beam_energy"]:  # 0: not recorded
+        attrs["beam_energy_kv"] = float(h["Beam_energy"]) / 1e3  # volts
+    if h["Camera_length"]:
+        attrs["camera_length_mm"] = float(h["Camera_length"]) / 10.0  # 10 x mm
     attrs["scan_rotation_deg"] = float(h["Scan_rotation"]) / 100.0  # 100 x degrees
     attrs["dp_rotation_deg"] = float(h["DP_rotation"]) / 100.0
     if h["SDP"]:
@@ -172,7 +178,7 @@ def _open_blo(path: Path, scan):
         # gives a nominal reciprocal pixel size, which a calibration on the data should replace.
         pixel_m = 1.0 / float(h["SDP"])
         attrs["screen_pixel_um"] = pixel_m * 1e6
-        if attrs["camera_length_mm"] > 0 and attrs["beam_energy_kv"] > 0:
+        if "camera_length_mm" in attrs and "beam_energy_kv" in attrs:
             attrs["k_px_inv_A"] = (pixel_m / (attrs["camera_length_mm"] * 1e-3)) / electron_wavelength_A(
                 attrs["beam_energy_kv"])
             attrs["k_px_source"] = "nominal: screen pixel / camera length / wavelength"
