@@ -84,11 +84,14 @@ def run_simulate(args) -> int:
 
 def add_inspect_parser(subparsers):
     p = subparsers.add_parser("inspect", help="describe a 4D-STEM file and render an overview PNG",
-                              description="Print shape, dtype, attributes and ground truth of a cube "
-                                          "(our HDF5, py4DSTEM/EMD, any HDF5 with a 4D dataset, .npy) and "
+                              description="Print the format, detector, shape, dtype, calibration, attributes "
+                                          "and ground truth of a cube (our HDF5, py4DSTEM/EMD, any HDF5 with a 4D "
+                                          "dataset, .npy, and the cameras' files: Merlin .mib, NanoMegas .blo, "
+                                          "Gatan .dm4, EMPAD .xml/.raw, Dectris ARINA/EIGER and fpd HDF5) and "
                                           "render patterns, virtual BF/ADF and ground-truth maps to a PNG.")
     p.add_argument("file", type=Path, help="the data file")
     p.add_argument("--dataset", help="path of the 4D dataset inside an HDF5 file (default: found)")
+    add_scan_option(p)
     p.add_argument("--png", type=Path, help="overview image (default: FILE.inspect.png next to the file)")
     p.add_argument("--no-png", action="store_true", help="print only")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -98,7 +101,7 @@ def add_inspect_parser(subparsers):
 def run_inspect(args) -> int:
     from ccstae.core import data_io
 
-    with data_io.open_cube(args.file, args.dataset) as cube:
+    with data_io.open_cube(args.file, args.dataset, args.scan) as cube:
         print(data_io.summary(cube))
         if not args.no_png:
             png = args.png if args.png is not None else Path(f"{args.file}.inspect.png")
@@ -167,20 +170,46 @@ def add_region_options(p):
                    help="how the region's matrices are combined (mean: exactly consistent; default)")
 
 
+def scan_shape(text: str) -> tuple[int, int]:
+    """'RX,RY' -> (Rx, Ry), for argparse."""
+    try:
+        rx, ry = (int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not RX,RY (two positive integers)") from None
+    if rx < 1 or ry < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not RX,RY (two positive integers)")
+    return rx, ry
+
+
+def add_scan_option(p):
+    p.add_argument("--scan", type=scan_shape, metavar="RX,RY",
+                   help="scan shape, for camera files that do not record it (.mib without .hdr, ARINA)")
+
+
 def add_maps_options(p):
     """The options of every command that turns a cube into strain maps (strain, baseline)."""
     p.add_argument("--input", type=Path, required=True, metavar="CUBE")
     p.add_argument("--dataset", help="path of the 4D dataset inside an HDF5 input")
+    add_scan_option(p)
     p.add_argument("--out", type=Path, required=True, metavar="STRAIN.h5")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     add_region_options(p)
 
 
+def wrote(res: dict) -> str:
+    """'wrote MAPS.h5, MAPS.emd and MAPS.png', or why the EMD file is missing (no py4DSTEM)."""
+    if res["emd"].startswith("no EMD"):
+        return f"wrote {res['out']} and {res['png']}; {res['emd']}"
+    return f"wrote {res['out']}, {res['emd']} (EMD 1.0 for py4DSTEM.read) and {res['png']}"
+
+
 def add_strain_parser(subparsers):
     p = subparsers.add_parser("strain", help="strain, shear and rotation maps of a cube",
                               description="Run a trained encoder over a cube (streamed), reference the affine "
-                                          "matrices to a region, write exx/eyy/exy/theta to HDF5 and PNG.")
+                                          "matrices to a region, write exx/eyy/exy/theta to HDF5, to an EMD 1.0 file "
+                                          "py4DSTEM opens (STRAIN.emd, with the calibrations and the reference "
+                                          "region) and to PNG.")
     p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR")
     add_maps_options(p)
     add_refine_option(p)
@@ -198,8 +227,8 @@ def run_strain(args) -> int:
     from ccstae.model.run import load_run
 
     res = strain_command(load_run(args.model), args.input, args.out, args.region, args.stat, args.dataset,
-                         args.overwrite, progress=not args.no_progress, refine=args.refine)
-    print(f"wrote {res['out']} and {res['png']} ({res['patterns_per_second']:.0f} patterns/s)")
+                         args.overwrite, progress=not args.no_progress, refine=args.refine, scan=args.scan)
+    print(f"{wrote(res)} ({res['patterns_per_second']:.0f} patterns/s)")
     sig = res["signal"]
     print(f"signal: strain spread across the scan {sig['signal']:.3g}" + ("  FLAT: the maps carry no strain signal"
                                                                          if sig["flat"] else ""))
@@ -267,11 +296,11 @@ def run_baseline(args) -> int:
     from ccstae.analysis.baseline import baseline_command
 
     res = baseline_command(args.input, args.out, args.region, args.stat, args.dataset, args.overwrite,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, scan=args.scan)
     g = res["geometry"]
     print(f"disk radius {g['disk_radius_px']:.2f} px, g1 {g['g1_px']} px, g2 {g['g2_px']} px (qx, qy); "
           f"not fitted: {100 * res['failed_fraction']:.1f} % of positions (zero strain there)")
-    print(f"wrote {res['out']} and {res['png']}")
+    print(wrote(res))
     return 0
 
 

@@ -10,7 +10,10 @@ import numpy as np
 from ccstae.model import errorbar, health, network
 from ccstae.model import refine as refine_mod
 from ccstae.physics import strain
+from ccstae.analysis import emd
+from ccstae.analysis.emd import region_bounds
 from ccstae.core.data_io import atomic_path, open_cube, write_json
+from ccstae.core.data_io import calibration as calibration_of
 from ccstae.core.errors import DataError, UserError
 from ccstae.analysis.floor import cube_noise_floor
 from ccstae.model.run import Run, check_pattern_size, predict_raw
@@ -94,26 +97,57 @@ def outputs_and_error_bars(run: Run, cube, region, stat, progress: bool, refine:
     return (raw, rate, *errorbar.cube_std_maps(run, cube, raw, region, stat))
 
 
-def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean", dataset=None,
-                   overwrite=False, progress=True, refine: bool = False) -> dict:
+def check_outputs(out: Path, overwrite: bool) -> Path:
+    """The maps' HDF5 path and the EMD file beside it (ccstae/analysis/emd.py): refuse existing ones
+    unless overwrite, before any work. Returns the EMD path."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: exists (pass --overwrite to replace it)")
-    with open_cube(cube_path, dataset=dataset) as cube:
+    if out.suffix.lower() == ".emd":
+        raise UserError(f"{out}: --out names the HDF5 maps (e.g. strain.h5); the EMD file is written beside it")
+    for path in (out, emd.emd_path(out)):
+        if path.exists() and not overwrite:
+            raise UserError(f"{path}: exists (pass --overwrite to replace it)")
+    return emd.emd_path(out)
+
+
+def write_maps_emd(out: Path, maps: dict, cal: dict, attrs: dict, region, shape) -> str:
+    """The EMD file beside the HDF5 maps; returns its path, or why none was written."""
+    why_not = emd.available()
+    if why_not:
+        return why_not
+    meta = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float, bool))}
+    meta.update(region_bounds(region, shape), strain_frame=strain.STRAIN_FRAME, theta_units="radians",
+                qr_rotation_source=cal.get("qr_rotation_source", "assumed: the detector aligned with the scan "
+                                                                 "(not measured)"))
+    for k in ("format", "detector"):
+        if k in cal:
+            meta[f"input_{k}"] = cal[k]
+    return str(emd.write_strain_emd(emd.emd_path(out), maps, cal, meta))
+
+
+def input_calibration(cube) -> dict:
+    """The calibrations an EMD file records, from a cube (data_io.calibration), plus its format and detector."""
+    return {**calibration_of(cube), "format": cube.format, "detector": cube.detector}
+
+
+def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean", dataset=None,
+                   overwrite=False, progress=True, refine: bool = False, scan=None) -> dict:
+    out = Path(out)
+    check_outputs(out, overwrite)
+    with open_cube(cube_path, dataset=dataset, scan=scan) as cube:
         dose = dose_check(run, cube.read_rows(0, 1).reshape(-1, *cube.shape[2:]))
         raw, rate, std, why_no_std = outputs_and_error_bars(run, cube, region, stat, progress, refine)
+        cal = input_calibration(cube)
     maps = maps_from_raw(raw, region, stat, run.rot_range)
     signal = health.map_signal(raw, run.rot_range)
     written = dict(maps, **{f"{k}_std": v for k, v in (std or {}).items()})
-    write_strain_h5(out, written, {"model": str(run.path), "input": str(cube_path),
-                                "reference_region": region or "whole scan", "reference_stat": stat,
-                                "refined": bool(refine),
-                                "patterns_per_second": rate, "signal": signal["signal"],
-                                "flat": signal["flat"], "input_counts": dose["input_counts"] or 0.0},
-                    overwrite=True)
+    attrs = {"model": str(run.path), "input": str(cube_path), "reference_region": region or "whole scan",
+             "reference_stat": stat, "refined": bool(refine), "patterns_per_second": rate, "signal": signal["signal"],
+             "flat": signal["flat"], "input_counts": dose["input_counts"] or 0.0}
+    write_strain_h5(out, written, attrs, overwrite=True)
+    emd_written = write_maps_emd(out, written, cal, attrs, region, raw.shape[:2])
     rows = {"strain": maps, **({"error bar (std)": std} if std else {})}
     strain.save_maps_png(out.with_suffix(".png"), rows, title=f"{Path(cube_path).name} ({run.path.name})")
-    return {"out": str(out), "png": str(out.with_suffix(".png")), "patterns_per_second": rate,
+    return {"out": str(out), "png": str(out.with_suffix(".png")), "emd": emd_written, "patterns_per_second": rate,
             "signal": signal, "dose": dose, "error_bars": why_no_std or "written as *_std"}
 
 

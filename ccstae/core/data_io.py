@@ -278,11 +278,15 @@ def _plain(v):
 class Cube:
     """A lazily read 4D-STEM cube (Rx, Ry, Qx, Qy). Use `open_cube`, ideally as `with`."""
 
-    def __init__(self, path: Path, data, file=None, attrs=None, ground_truth=None, dataset_name=None):
+    def __init__(self, path: Path, data, file=None, attrs=None, ground_truth=None, dataset_name=None,
+                 format: str = "", detector: str = "not recorded in the file"):
         self.path = Path(path)
-        self._data = data  # h5py.Dataset or np.memmap: indexing reads only what is asked for
+        # h5py.Dataset, np.memmap, a dask array or a view of them (ccstae/core/readers.py):
+        # indexing reads only what is asked for
+        self._data = data
         self._file = file
         self.dataset_name = dataset_name
+        self.format, self.detector = format, detector
         self.attrs = attrs or {}
         self.ground_truth = ground_truth
         self.shape = tuple(int(v) for v in data.shape)
@@ -306,7 +310,7 @@ class Cube:
     def _read(self, index) -> np.ndarray:
         try:
             return np.asarray(self._data[index], np.float32)
-        except (OSError, ValueError) as e:  # a damaged chunk surfaces only when read
+        except (OSError, ValueError, RuntimeError) as e:  # a damaged chunk surfaces only when read
             raise DataError(f"{self.path}: cannot read the data, the file is corrupt ({e})") from None
 
     def read_rows(self, r0: int, r1: int) -> np.ndarray:
@@ -417,46 +421,89 @@ def _find_dataset(f: h5py.File, path: Path) -> str:
     raise DataError(f"{path}: no 4D dataset found (no /datacube, no */datacube/data); name one with --dataset")
 
 
-def open_cube(path, dataset: str | None = None) -> Cube:
-    """Open a cube lazily: our HDF5, py4DSTEM/EMD 1.0, any HDF5 (dataset='/a/b') or .npy."""
+def open_cube(path, dataset: str | None = None, scan: tuple[int, int] | None = None) -> Cube:
+    """Open a cube lazily: our HDF5, py4DSTEM/EMD 1.0, any HDF5 (dataset='/a/b'), .npy, or a
+    camera's own file (ccstae/core/readers.py: .mib, .blo, .dm4, EMPAD .xml/.raw, ARINA and fpd HDF5).
+
+    scan: (Rx, Ry) for files that do not record the scan shape (.mib without .hdr, ARINA); a file
+    that records another one is refused."""
+    from ccstae.core import readers
+
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a data file")
     if path.suffix.lower() == ".npy":
-        return _open_npy(path)
+        return _check_scan(_open_npy(path), scan)
+    if path.suffix.lower() in readers.SUFFIXES:
+        data, info = readers.open_camera_file(path, readers.SUFFIXES[path.suffix.lower()], scan)
+        return Cube(path, data, attrs=info["attrs"], dataset_name=info["dataset"], format=info["format"],
+                    detector=info["detector"])
     try:
         if not h5py.is_hdf5(path):
-            raise DataError(f"{path}: not an HDF5 file (or corrupt); readable formats: HDF5 (.h5, .emd), .npy")
+            raise DataError(f"{path}: not an HDF5 file (or corrupt); readable formats: HDF5 (.h5, .emd), .npy, "
+                            f"{', '.join(sorted(readers.SUFFIXES))}")
         f = h5py.File(path, "r", rdcc_nbytes=CACHE_BYTES)
     except OSError as e:
         raise DataError(f"{path}: cannot open as HDF5, the file is corrupt ({e})") from None
+    camera = readers.hdf5_format(f) if dataset is None else None
+    if camera is not None:
+        data, info = readers.open_camera_file(path, camera, scan, h5file=f)
+        return Cube(path, data, file=f, attrs=info["attrs"], dataset_name=info["dataset"], format=info["format"],
+                    detector=info["detector"])
     try:
-        name = dataset if dataset is not None else _find_dataset(f, path)
-        if name not in f:
-            four_d = _datasets_4d(f)
-            hint = f" (4D datasets in the file: {', '.join(four_d)})" if four_d else " (the file has no 4D dataset)"
-            raise DataError(f"{path}: no dataset '{name}'{hint}")
-        data = f[name]
-        if not isinstance(data, h5py.Dataset):
-            raise DataError(f"{path}: '{name}' is a group, not a dataset")
-        if data.ndim != 4:
-            raise DataError(f"{path}: dataset '{name}' has shape {data.shape}, expected 4D (Rx, Ry, Qx, Qy)")
-        if data.dtype.kind not in "iuf":
-            raise DataError(f"{path}: dataset '{name}' holds {data.dtype}, not numbers")
-        attrs = {k: _plain(v) for k, v in f.attrs.items()}
-        gt = None
-        if name == "/datacube" and "ground_truth" in f:
-            gt = {k: f["ground_truth"][k][()] for k in f["ground_truth"] if isinstance(f["ground_truth"][k], h5py.Dataset)}
-            gt = user_frame_ground_truth(gt, attrs)
-        return Cube(path, data, file=f, attrs=attrs, ground_truth=gt, dataset_name=name)
+        return _check_scan(_open_hdf5(path, f, dataset), scan)
     except DataError:
         f.close()
         raise
     except (OSError, KeyError, ValueError) as e:
         f.close()
         raise DataError(f"{path}: cannot read the file, it is corrupt ({e})") from None
+
+
+def _open_hdf5(path: Path, f: h5py.File, dataset: str | None) -> Cube:
+    name = dataset if dataset is not None else _find_dataset(f, path)
+    if name not in f:
+        four_d = _datasets_4d(f)
+        hint = f" (4D datasets in the file: {', '.join(four_d)})" if four_d else " (the file has no 4D dataset)"
+        raise DataError(f"{path}: no dataset '{name}'{hint}")
+    data = f[name]
+    if not isinstance(data, h5py.Dataset):
+        raise DataError(f"{path}: '{name}' is a group, not a dataset")
+    if data.ndim != 4:
+        raise DataError(f"{path}: dataset '{name}' has shape {data.shape}, expected 4D (Rx, Ry, Qx, Qy)")
+    if data.dtype.kind not in "iuf":
+        raise DataError(f"{path}: dataset '{name}' holds {data.dtype}, not numbers")
+    attrs = {k: _plain(v) for k, v in f.attrs.items()}
+    gt = None
+    if name == "/datacube" and "ground_truth" in f:
+        gt = {k: f["ground_truth"][k][()] for k in f["ground_truth"] if isinstance(f["ground_truth"][k], h5py.Dataset)}
+        gt = user_frame_ground_truth(gt, attrs)
+    if name == "/datacube":
+        fmt = "ccstae HDF5"
+    elif name.endswith("/datacube/data") and _plain(f.attrs.get("emd_group_type")) == "file":
+        fmt = "py4DSTEM / EMD 1.0"
+    else:
+        fmt = "HDF5"
+    return Cube(path, data, file=f, attrs=attrs, ground_truth=gt, dataset_name=name, format=fmt,
+                detector=_detector_of(attrs))
+
+
+def _detector_of(attrs: dict) -> str:
+    """What recorded the patterns, as far as the attributes of our own files say."""
+    created = str(_plain(attrs.get("created_by", "")))
+    if created.startswith("ccstae simulate") or created.startswith("ccstae train"):
+        return f"none: simulated ({attrs.get('engine', 'kinematic')} engine)"
+    return str(attrs.get("detector", "not recorded in the file"))
+
+
+def _check_scan(cube: Cube, scan) -> Cube:
+    if scan is not None and tuple(cube.shape[:2]) != tuple(scan):
+        cube.close()
+        raise DataError(f"{cube.path}: the file holds a {cube.shape[0]}x{cube.shape[1]} scan, not --scan "
+                        f"{scan[0]},{scan[1]}")
+    return cube
 
 
 def _open_npy(path: Path) -> Cube:
@@ -468,20 +515,38 @@ def _open_npy(path: Path) -> Cube:
         raise DataError(f"{path}: array has shape {data.shape}, expected 4D (Rx, Ry, Qx, Qy)")
     if data.dtype.kind not in "iuf":
         raise DataError(f"{path}: array holds {data.dtype}, not numbers")
-    return Cube(path, data, dataset_name=None)
+    return Cube(path, data, dataset_name=None, format="NumPy .npy")
 
 
 # ---------------------------------------------------------------------------------------
 # Inspection (`ccstae inspect`)
 
 
+def calibration(cube: Cube) -> dict:
+    """The calibrations a cube's file records: scan_step_A (Rx step, Angstrom), k_px_inv_A
+    (reciprocal pixel size, 1/Angstrom) and beam_energy_kv, those present (simulated cubes and
+    camera files use the same names; ccstae/core/readers.py)."""
+    a = cube.attrs
+    found = {"scan_step_A": a.get("scan_step_A"), "k_px_inv_A": a.get("k_px_inv_A"),
+             "beam_energy_kv": a.get("beam_energy_kv", a.get("simulate.beam_energy_kv"))}
+    return {k: float(v) for k, v in found.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def summary(cube: Cube) -> str:
     """A few lines describing a cube: shape, dtype, attributes, ground truth."""
     lines = [f"file:         {cube.path}",
-             f"dataset:      {cube.dataset_name or '(npy array)'}",
-             f"shape:        {cube.shape}  (Rx, Ry, Qx, Qy)",
-             f"dtype:        {cube.dtype}",
-             f"patterns:     {len(cube)}"]
+             f"format:       {cube.format}",
+             f"detector:     {cube.detector}"]
+    if cube.dataset_name:
+        lines.append(f"dataset:      {cube.dataset_name}")
+    lines += [f"shape:        {cube.shape}  (Rx, Ry, Qx, Qy)",
+              f"dtype:        {cube.dtype}",
+              f"patterns:     {len(cube)}"]
+    cal = calibration(cube)
+    known = [f"{label} {cal[k]:.4g} {unit}" for k, label, unit in (
+        ("scan_step_A", "scan step", "A"), ("k_px_inv_A", "reciprocal pixel", "1/A"),
+        ("beam_energy_kv", "beam", "kV")) if k in cal]
+    lines.append(f"calibration:  {', '.join(known) if known else 'none recorded (pixels)'}")
     lines += [f"note:         {n}" for n in cube.notes]
     if cube.ground_truth:
         maps = ", ".join(f"{k} [{np.min(v):.4g}, {np.max(v):.4g}]" for k, v in sorted(cube.ground_truth.items()))
