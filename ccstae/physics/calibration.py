@@ -5,18 +5,22 @@
         cube = CalibratedCube(raw, calib)     # patterns read from it: bad pixels filled, origin centred
     m = correct_matrices(m, calib)            # lattice matrices -> the scan frame: ellipse, rotation, flip
 
-Patterns. Each pattern is read, its bad pixels replaced by the mean of their good neighbours, and
-shifted by minus its origin (the smooth map fitted to the central beam, a polynomial in the scan
-position; cubic splines), so the central beam sits at the pattern centre c = (P - 1) / 2 again, as
-the encoder and the firmware expect.
+Patterns (what `ccstae strain/baseline --calibration` do). Each pattern is read, its bad pixels
+replaced by the mean of their good neighbours, and resampled (cubic splines, one interpolation) onto
+the frame of a detector aligned with the scan: pixel q of the result is the detector at
+c + origin(R) + A q, origin(R) the smooth map fitted to the central beam and A = E R F
+(ccstae/physics/distort.py: the ellipse, the scan-detector rotation and the flip, in (row, col) =
+(Qx, Qy)). The central beam sits at c = (P - 1) / 2 again and the maps need no correction.
 
-Maps. The detector sees the scan-aligned pattern through A = E R F (ccstae/physics/distort.py: the
-ellipse, the scan-detector rotation and the flip, in (row, col) = (Qx, Qy)). A lattice matrix M
+Maps (the alternative, `warp=False` + correct_matrices). A lattice matrix M
 (pattern lattice = M reference lattice, ccstae/physics/strain.py) measured on the detector is then
 A M_true A'^-1 up to the reference, and referenced to a region it is A M_rel A^-1 exactly: the
 correction is the conjugation M -> A^-1 M A, done on the matrices before strain.strain_maps, i.e.
 on all four maps at once (exx, eyy, exy, theta). A rotation of 180 degrees changes nothing (a
 diffraction pattern's lattice is centrosymmetric), so the rotation is only needed modulo 180.
+Exact for the matrices, but the baseline measured worse this way (docs/calibration.md): py4DSTEM
+indexes a polycrystal against ONE basis, and a rotated, flipped detector moved its grains' spread
+of orientations so that some were misindexed.
 
 calib.json (all pixel figures in (row, col) = (Qx, Qy) of the detector; angles from Qx towards Qy):
 
@@ -156,42 +160,51 @@ def fill_bad_pixels(patterns: np.ndarray, bad: np.ndarray) -> np.ndarray:
     return out
 
 
-def centre_patterns(patterns: np.ndarray, origins: np.ndarray) -> np.ndarray:
-    """(n, P, P) shifted by minus their (n, 2) origin offsets (cubic splines, zeros come in)."""
-    from scipy.ndimage import shift
+def resample(patterns: np.ndarray, origins: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """(n, P, P) detector patterns -> the aligned frame: pixel q (offsets from c) of the result is the
+    detector at c + origin + A q (cubic splines; zeros where the detector has no pixel)."""
+    from scipy.ndimage import map_coordinates
 
+    P = patterns.shape[-1]
+    c = (P - 1) / 2
+    grid = a @ (np.mgrid[:P, :P].reshape(2, -1) - c) + c
     out = np.empty(patterns.shape, np.float32)
     for i, o in enumerate(origins):
-        out[i] = np.clip(shift(np.asarray(patterns[i], np.float64), -np.asarray(o), order=3, mode="constant"), 0, None)
+        img = map_coordinates(np.asarray(patterns[i], np.float64), grid + np.asarray(o)[:, None], order=3,
+                              mode="constant")
+        out[i] = np.clip(img, 0, None).reshape(P, P)
     return out
 
 
-def correct_patterns(patterns: np.ndarray, rows, cols, cal: Calibration) -> np.ndarray:
-    """Patterns at scan positions (rows, cols): bad pixels filled, then centred on the fitted origin."""
+def correct_patterns(patterns: np.ndarray, rows, cols, cal: Calibration, warp: bool = True) -> np.ndarray:
+    """Patterns at scan positions (rows, cols): bad pixels filled, then resampled centred on the fitted
+    origin and, with warp, through A^-1 (ellipse, rotation, flip undone): what a detector aligned with
+    the scan would have seen. warp=False: centred only (then correct the maps: correct_matrices)."""
     out = fill_bad_pixels(patterns, cal.bad_mask)
     basis = poly_basis(cal.scan, cal.origin_degree, rows, cols)
-    return centre_patterns(out, basis @ np.asarray(cal.origin_coeffs, np.float64).T)
+    a = cal.detector_matrix() if warp else np.eye(2)
+    return resample(out, basis @ np.asarray(cal.origin_coeffs, np.float64).T, a)
 
 
 class CalibratedCube(Cube):
     """A cube whose patterns come out calibrated (correct_patterns), whatever reads them."""
 
-    def __init__(self, cube: Cube, cal: Calibration, where: str = "calibration"):
+    def __init__(self, cube: Cube, cal: Calibration, where: str = "calibration", warp: bool = True):
         check_cube(cal, cube, where)
         super().__init__(cube.path, cube._data, file=cube._file, attrs=cube.attrs, ground_truth=cube.ground_truth,
                          dataset_name=cube.dataset_name)
-        self.cal = cal
+        self.cal, self.warp = cal, warp
 
     def read_rows(self, r0: int, r1: int) -> np.ndarray:
         data = super().read_rows(r0, r1)
         n, ry = data.shape[:2]
         rows, cols = (a.ravel() for a in np.mgrid[r0:r1, :ry])
-        return correct_patterns(data.reshape(-1, *data.shape[2:]), rows, cols, self.cal).reshape(data.shape)
+        return correct_patterns(data.reshape(-1, *data.shape[2:]), rows, cols, self.cal, self.warp).reshape(data.shape)
 
     def read_patterns(self, index) -> np.ndarray:
         data = super().read_patterns(index)
         index = np.asarray(index, np.int64)
-        return correct_patterns(data, index // self.shape[1], index % self.shape[1], self.cal)
+        return correct_patterns(data, index // self.shape[1], index % self.shape[1], self.cal, self.warp)
 
     def close(self) -> None:  # the cube it wraps owns the file
         self._file = None
