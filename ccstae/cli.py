@@ -194,6 +194,9 @@ def add_maps_options(p):
     p.add_argument("--out", type=Path, required=True, metavar="STRAIN.h5")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--calibration", type=Path, metavar="CALIB.json",
+                   help="a session's calibration (`ccstae calibrate`): bad pixels filled, patterns resampled onto the "
+                        "scan-aligned frame (origin, ellipse, scan-detector rotation and flip undone)")
     add_region_options(p)
 
 
@@ -227,7 +230,8 @@ def run_strain(args) -> int:
     from ccstae.model.run import load_run
 
     res = strain_command(load_run(args.model), args.input, args.out, args.region, args.stat, args.dataset,
-                         args.overwrite, progress=not args.no_progress, refine=args.refine, scan=args.scan)
+                         args.overwrite, progress=not args.no_progress, refine=args.refine, scan=args.scan,
+                         calibration=args.calibration)
     print(f"{wrote(res)} ({res['patterns_per_second']:.0f} patterns/s)")
     sig = res["signal"]
     print(f"signal: strain spread across the scan {sig['signal']:.3g}" + ("  FLAT: the maps carry no strain signal"
@@ -296,11 +300,57 @@ def run_baseline(args) -> int:
     from ccstae.analysis.baseline import baseline_command
 
     res = baseline_command(args.input, args.out, args.region, args.stat, args.dataset, args.overwrite,
-                           progress=not args.no_progress, scan=args.scan)
+                           progress=not args.no_progress, scan=args.scan, calibration=args.calibration)
     g = res["geometry"]
     print(f"disk radius {g['disk_radius_px']:.2f} px, g1 {g['g1_px']} px, g2 {g['g2_px']} px (qx, qy); "
           f"not fitted: {100 * res['failed_fraction']:.1f} % of positions (zero strain there)")
     print(wrote(res))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# calibrate (a session's distortions, from the data)
+
+
+def add_calibrate_parser(subparsers):
+    p = subparsers.add_parser("calibrate", help="a session's origin, ellipse, rotation/flip and bad pixels, from the data",
+                              description="Measure from the cube alone (no labels): bad pixels from scan statistics, "
+                                          "the origin per position as a smooth map, the ellipse from the mean centred "
+                                          "pattern's first ring, and the scan-detector rotation and flip from the "
+                                          "DPC deflection (or say it cannot be determined). Writes calib.json for "
+                                          "`ccstae strain/baseline --calibration` (docs/calibration.md).")
+    p.add_argument("--input", type=Path, required=True, metavar="CUBE")
+    p.add_argument("--dataset", help="path of the 4D dataset inside an HDF5 input")
+    p.add_argument("--out", type=Path, required=True, metavar="CALIB.json")
+    p.add_argument("--degree", type=int, default=3, help="polynomial degree of the origin map (default 3)")
+    p.add_argument("--rotation-deg", type=float, default=None, metavar="DEG",
+                   help="a known scan-detector rotation (degrees from Qx towards Qy) instead of the measured one")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --rotation-deg: the detector is (not) transposed relative to the scan")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=run_calibrate)
+
+
+def run_calibrate(args) -> int:
+    from ccstae.core.errors import UserError
+    from ccstae.physics.calibrate import calibrate_command
+
+    if not 0 <= args.degree <= 8:
+        raise UserError(f"--degree {args.degree}: must be 0 to 8")
+    cal = calibrate_command(args.input, args.out, args.dataset, args.degree, args.rotation_deg, args.flip,
+                            args.overwrite, progress=not args.no_progress)
+    m = cal.measured
+    print(f"bad pixels: {len(cal.dead)} dead, {len(cal.hot)} hot")
+    print(f"origin: degree-{cal.origin_degree} map, peak-to-peak {m['origin_peak_to_peak_px'][0]:.2f} / "
+          f"{m['origin_peak_to_peak_px'][1]:.2f} px (Qx / Qy); left after the fit {m['origin_residual_rms_px']:.3f} px rms")
+    print(f"ellipse: a/b - 1 = {100 * cal.ellipticity:.3f} %, long axis {cal.axis_deg:.2f} deg from Qx "
+          f"(ring at {m['ellipse']['ring_radius_px']:.2f} px)")
+    if cal.rotation_deg is None:
+        print(f"rotation: not determined: {cal.rotation_why}")
+    else:
+        print(f"rotation: {cal.rotation_deg:.3f} deg, flip {cal.flip} ({cal.rotation_why})")
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -528,7 +578,7 @@ def run_config(args) -> int:
 # ---------------------------------------------------------------------------------------
 
 COMMANDS = [add_simulate_parser, add_inspect_parser, add_train_parser, add_strain_parser, add_evaluate_parser,
-            add_baseline_parser, add_quantize_parser, add_convert_parser, add_hls_parser, add_vendor_parser,
+            add_baseline_parser, add_calibrate_parser, add_quantize_parser, add_convert_parser, add_hls_parser, add_vendor_parser,
             add_sweep_parser, add_robustness_parser, add_config_parser]
 
 
@@ -549,7 +599,7 @@ def check_paths(args) -> None:
 
     if getattr(args, "config", None) is not None:
         load_config(args.config)  # a bad key comes first: it is what the user is editing
-    for name in ("model", "file", "input", "cube"):
+    for name in ("model", "file", "input", "cube", "calibration"):
         values = getattr(args, name, None)
         for path in values if isinstance(values, list) else [values]:
             if isinstance(path, Path) and not path.exists():

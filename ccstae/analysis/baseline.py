@@ -238,7 +238,10 @@ def reduced_basis(bvm: np.ndarray, origin, min_spacing: float, sigma: float, r_m
     if len(order) >= 2:
         g1 = v[order[0]]
         for i in order[1:]:
-            if abs(np.cross(g1, v[i])) > math.sin(math.radians(20)) * d[order[0]] * d[i]:
+            # A reduced cell's two vectors make 60-120 degrees (|g1.g2| <= |g1|^2 / 2); 50-130 leaves room
+            # for strain. Two maxima of grains turned 20-30 degrees apart are not a basis (issue 22: a
+            # polycrystal seen through a rotated detector picked such a pair).
+            if abs(np.dot(g1, v[i])) < math.cos(math.radians(50)) * d[order[0]] * d[i]:
                 return g1, v[i]
     raise UserError(f"{source}: no lattice visible: the Bragg vector map has no two non-collinear maxima")
 
@@ -336,13 +339,16 @@ def fit_lattice(data: np.ndarray, params: BaselineParams = BaselineParams(), geo
 
 
 def baseline_maps(cube_or_data, geometry: dict | None = None, params: BaselineParams = BaselineParams(),
-                  region=None, stat: str = "mean", progress: bool = False) -> tuple[dict, dict]:
+                  region=None, stat: str = "mean", progress: bool = False, calibration=None) -> tuple[dict, dict]:
     """Strain maps of a cube (or a (Rx, Ry, Q, Q) array) the classical way, geometry measured from the data.
 
     geometry: a measure_geometry() result to reuse (e.g. across parameter settings), or None.
     Returns (maps, info): maps like model/evaluate.maps_from_raw (theta in radians); info:
     {"p4_maps": py4DSTEM's get_strain as it is (the same frame), "failed_fraction", "params",
     "baseline_params", "geometry"}. Raises UserError when no lattice is visible.
+    calibration: a physics/calibration.Calibration to correct the lattice vectors with (ellipse,
+    rotation, flip) for a cube read through CalibratedCube(warp=False) (p4_maps, py4DSTEM's own, are
+    not); `ccstae baseline --calibration` resamples the patterns instead (CalibratedCube).
     """
     if isinstance(cube_or_data, np.ndarray):
         data, source = cube_or_data, "array"
@@ -352,6 +358,10 @@ def baseline_maps(cube_or_data, geometry: dict | None = None, params: BaselinePa
         geometry = None  # an old-style {disk_radius_px, g1_px} hint: measure instead
     fit = fit_lattice(data, params, geometry, progress, source)
     G, valid = fit["G"], fit["valid"]
+    if calibration is not None:  # the detector's lattice -> the scan's (ccstae/physics/calibration.py)
+        from ccstae.physics.calibration import correct_matrices
+
+        G = correct_matrices(G, calibration)
     if not valid.any():
         raise UserError(f"{source}: no lattice visible: py4DSTEM fitted a lattice at no position")
     rs, cs = strain.parse_region(region, G.shape[:2]) if not isinstance(region, tuple) else region
@@ -391,7 +401,7 @@ def baseline_maps(cube_or_data, geometry: dict | None = None, params: BaselinePa
 # ----------------------------------------------------------------------------- the command
 
 def baseline_command(cube_path, out, region=None, stat: str = "mean", dataset=None, overwrite: bool = False,
-                     progress: bool = True, scan=None) -> dict:
+                     progress: bool = True, scan=None, calibration=None) -> dict:
     """`ccstae baseline`: strain maps of any cube, written like `ccstae strain` (HDF5, EMD and PNG).
 
     Nothing is written unless the whole chain succeeded.
@@ -404,13 +414,20 @@ def baseline_command(cube_path, out, region=None, stat: str = "mean", dataset=No
     ok, why = available()
     if not ok:
         raise UserError(why)
+    calib = None
+    if calibration is not None:
+        from ccstae.physics.calibration import CalibratedCube, load_calibration
+
+        calib = load_calibration(calibration)
     with open_cube(cube_path, dataset=dataset, scan=scan) as cube:
+        cube = CalibratedCube(cube, calib, str(calibration)) if calib else cube
         maps, info = baseline_maps(cube, region=region, stat=stat, progress=progress)
         cal = input_calibration(cube)
     geo = {k: [float(f"{x:.4g}") for x in v] if isinstance(v, list) else float(f"{v:.4g}")
            for k, v in info["geometry"].items()}
     attrs = {"model": f"py4DSTEM {why} baseline (ccstae/analysis/baseline.py)", "input": str(cube_path),
              "reference_region": region or "whole scan", "reference_stat": stat,
+             "calibration": str(calibration or "none"),
              "failed_fraction": info["failed_fraction"], "geometry": json.dumps(geo),
              "params": json.dumps(info["params"]), "baseline_params": json.dumps(info["baseline_params"])}
     write_strain_h5(out, maps, attrs, overwrite=True)

@@ -23,12 +23,17 @@ def keras_predictor(encoder, batch_size: int = 256):
     return lambda x: encoder.predict(x, batch_size=batch_size, verbose=0)
 
 
-def maps_from_raw(raw: np.ndarray, region=None, stat: str = "mean", rot_range: float = network.ROTATION_RANGE) -> dict:
+def maps_from_raw(raw: np.ndarray, region=None, stat: str = "mean", rot_range: float = network.ROTATION_RANGE,
+                  calibration=None) -> dict:
     """(Rx, Ry, 4) raw encoder outputs -> referenced exx, eyy, exy, theta maps.
 
-    rot_range: the run's rotation bound (Run.rot_range; the default is the hexagonal one)."""
+    rot_range: the run's rotation bound (Run.rot_range; the default is the hexagonal one).
+    calibration: a physics/calibration.Calibration whose ellipse, rotation and flip are undone."""
+    from ccstae.physics.calibration import correct_matrices
+
     m = network.matrices_from_raw(raw.reshape(-1, 4), rot_range)
-    return strain.strain_maps(m.reshape(*raw.shape[:2], 2, 2), region, stat)
+    m = correct_matrices(m.reshape(*raw.shape[:2], 2, 2), calibration)
+    return strain.strain_maps(m, region, stat)
 
 
 def truth_maps(gt: dict, region=None, stat: str = "mean") -> dict:
@@ -130,10 +135,16 @@ def input_calibration(cube) -> dict:
 
 
 def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean", dataset=None,
-                   overwrite=False, progress=True, refine: bool = False, scan=None) -> dict:
+                   overwrite=False, progress=True, refine: bool = False, scan=None, calibration=None) -> dict:
+    """calibration: a calib.json path (`ccstae calibrate`): patterns read with bad pixels filled and
+    resampled onto the scan-aligned frame (origin, ellipse, rotation, flip: ccstae/physics/calibration.py)."""
+    from ccstae.physics.calibration import CalibratedCube, load_calibration
+
     out = Path(out)
     check_outputs(out, overwrite)
+    calib = load_calibration(calibration) if calibration is not None else None
     with open_cube(cube_path, dataset=dataset, scan=scan) as cube:
+        cube = CalibratedCube(cube, calib, str(calibration)) if calib else cube
         dose = dose_check(run, cube.read_rows(0, 1).reshape(-1, *cube.shape[2:]))
         raw, rate, std, why_no_std = outputs_and_error_bars(run, cube, region, stat, progress, refine)
         cal = input_calibration(cube)
@@ -141,7 +152,8 @@ def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean
     signal = health.map_signal(raw, run.rot_range)
     written = dict(maps, **{f"{k}_std": v for k, v in (std or {}).items()})
     attrs = {"model": str(run.path), "input": str(cube_path), "reference_region": region or "whole scan",
-             "reference_stat": stat, "refined": bool(refine), "patterns_per_second": rate, "signal": signal["signal"],
+             "reference_stat": stat, "refined": bool(refine), "calibration": str(calibration or "none"),
+             "patterns_per_second": rate, "signal": signal["signal"],
              "flat": signal["flat"], "input_counts": dose["input_counts"] or 0.0}
     write_strain_h5(out, written, attrs, overwrite=True)
     emd_written = write_maps_emd(out, written, cal, attrs, region, raw.shape[:2])

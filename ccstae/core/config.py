@@ -97,6 +97,19 @@ class Simulate:
     central_share: float = key("[0, 1)", "kinematic: central disk's share of all the electrons (0: use central_disk)")
 
 
+@section("distortion")
+class Distortion:
+    descan_px: float = key("[0, inf)", "descan: largest peak-to-peak of the pattern origin across the scan (px)")
+    descan_smooth: float = key("[0, 1]", "share of the smooth term of the descan beside its linear ramp")
+    ellipticity: float = key("[0, 0.5)", "elliptical distortion a/b - 1")
+    ellipse_axis_deg: float = key("[-180, 180]", "long axis of the ellipse, degrees from Qx towards Qy")
+    rotation_deg: float = key("[-360, 360]", "scan-detector rotation, degrees from Qx towards Qy")
+    flip: bool = key(None, "detector transposed (Qx <-> Qy) relative to the scan, before the rotation")
+    bad_pixel_fraction: float = key("[0, 0.5)", "fraction of bad pixels, half dead and half hot")
+    gain_std: float = key("[0, 1)", "per-pixel gain spread (std around 1)")
+    deflection_px: float = key("[0, inf)", "the specimen's DPC beam deflection, max pixels (what sets rotation)")
+
+
 @section("noise")
 class Noise:
     counts: float = key("(0, inf)", "electrons per pattern (the dose)")

@@ -413,8 +413,10 @@ def _clean_multislice(cfg, out_path, rows, progress) -> Path:
     return path
 
 
-def _noisy_copy(clean_path, out_path, attrs, p, noise_w, counts, gamma, overwrite, progress) -> Path:
-    """Noisy copy of a clean cube, row by row, with its ground truth and detected fractions."""
+def _noisy_copy(clean_path, out_path, attrs, p, noise_w, counts, gamma, overwrite, progress,
+                distortion=None) -> Path:
+    """Noisy copy of a clean cube, row by row, with its ground truth and detected fractions; noise_w None:
+    no noise. distortion: a distort.Distortion applied before the noise (geometry) and after (detector)."""
     import h5py
 
     from ccstae.core import data_io
@@ -425,12 +427,21 @@ def _noisy_copy(clean_path, out_path, attrs, p, noise_w, counts, gamma, overwrit
         for r in tqdm(range(src["datacube"].shape[0]), desc="noise", unit="row", disable=not progress,
                       dynamic_ncols=True):
             rng = np.random.default_rng([p.seed, 2, r])
-            w.write_rows(r, noise.add_noise(src["datacube"][r], noise_w, counts, rng, gamma_frac=gamma)[None])
+            row = src["datacube"][r]
+            if distortion is not None:
+                row = distortion.warp(row, np.full(len(row), r), np.arange(len(row)))
+            if noise_w is not None:
+                row = noise.add_noise(row, noise_w, counts, rng, gamma_frac=gamma)
+            if distortion is not None:
+                row = distortion.detect(row)
+            w.write_rows(r, row[None])
         # In the user frame whatever the cached clean cube's age (data_io.user_frame_ground_truth)
         w.write_ground_truth(data_io.user_frame_ground_truth(
             {k: src["ground_truth"][k][()] for k in src["ground_truth"]}, dict(src.attrs)))
         if "detected_fraction" in src:
             w.file.create_dataset("detected_fraction", data=src["detected_fraction"][()])
+        if distortion is not None:
+            distortion.write_truth(w.file)
     return Path(out_path)
 
 
@@ -484,6 +495,13 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
     attrs.update({f"noise.{k}": v for k, v in cfg["noise"].items()})
     attrs.update(p.geometry())
 
+    from ccstae.physics.distort import Distortion, DistortionParams
+
+    dp = DistortionParams.from_config(cfg)
+    distortion = Distortion(dp, (rx, ry), p.pattern, p.seed, gt["grain"]) if dp.enabled else None
+    if distortion is not None:  # the microscope's and detector's, with their truth (ccstae/physics/distort.py)
+        attrs.update(distortion.attrs())
+
     if p.engine == "multislice":
         from ccstae.physics import multislice
 
@@ -492,9 +510,9 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
         attrs.update({"specimen_extent_A": multislice.specimen_extent(p), "margin_A": multislice.margin_A(p),
                       "multislice_dk_over_k_px": max(1 / e for e in multislice.specimen_extent(p)) / p.k_px,
                       "multislice_render": multislice.RENDER_VERSION})
-        if not clean:  # noise on a clean scan cached beside the output: one multislice run per sample
+        if not clean or distortion is not None:  # on a clean scan cached beside the output: one run per sample
             return _noisy_copy(_clean_multislice(cfg_saved, out_path, rows, progress), out_path, attrs, p,
-                               noise_w, counts, gamma, overwrite, progress)
+                               None if clean else noise_w, counts, gamma, overwrite, progress, distortion)
         with data_io.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite,
                                 resume=True) as w:
             multislice.simulate_rows(p, w, strain.swap_frame(gt), progress=progress)
@@ -503,10 +521,16 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
     with data_io.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite) as w:
         for r in tqdm(range(rx), desc="simulate", unit="row", disable=not progress, dynamic_ncols=True):
             row = render_patterns(p, gt["exx"][r], gt["eyy"][r], gt["exy"][r], gt["theta"][r], rng=jitter_rng)
+            if distortion is not None:
+                row = distortion.warp(row, np.full(ry, r), np.arange(ry))
             if not clean:
                 row = noise.add_noise(row, noise_w, counts, noise_rng, gamma_frac=gamma)
+            if distortion is not None:
+                row = distortion.detect(row)
             w.write_rows(r, row.reshape(1, ry, p.pattern, p.pattern))
         w.write_ground_truth(strain.swap_frame(gt))  # the user frame (docs/frame.md)
+        if distortion is not None:
+            distortion.write_truth(w.file)
     return out_path
 
 

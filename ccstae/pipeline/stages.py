@@ -181,8 +181,16 @@ def train_cube_description(cfg: dict) -> dict:
 
 def test_cube_description(cfg: dict, level: float, seed: int, counts: float | None = None) -> dict:
     noise = dict(_noise_model(cfg), counts=float(counts if counts is not None else cfg["noise"]["counts"]))
-    return made_from("data", cfg, {"simulate": cfg["simulate"], "noise": noise},
-                     {"level": float(level), "seed": int(seed)})
+    config = {"simulate": cfg["simulate"], "noise": noise}
+    if cfg.get("distortion") and _distorted(cfg):  # only then: undistorted cubes keep their description
+        config["distortion"] = cfg["distortion"]
+    return made_from("data", cfg, config, {"level": float(level), "seed": int(seed)})
+
+
+def _distorted(cfg: dict) -> bool:
+    from ccstae.physics.distort import DistortionParams
+
+    return DistortionParams.from_config(cfg).enabled
 
 
 def ensure_train_cube(cfg: dict, folder: Path, progress: bool = False) -> StageResult:
