@@ -61,7 +61,7 @@ import numpy as np
 from ccstae.physics import strain
 from ccstae.core.errors import UserError
 
-MAX_RESIDUAL_G = 0.15  # median fit residual (x g) above which the peaks are not a lattice (fit_lattice)
+MAX_RESIDUAL_G = 0.1  # median fit residual (x g) above which the peaks are not a lattice (fit_lattice)
 INSTALL_HINT = "py4DSTEM is not installed: pip install -e '.[baseline]' (py4DSTEM==0.14.18)"
 
 
@@ -325,8 +325,9 @@ def fit_lattice(data: np.ndarray, params: BaselineParams = BaselineParams(), geo
         raise UserError(f"{source}: no lattice visible: py4DSTEM fitted a lattice at only "
                         f"{100 * valid.mean():.0f} % of positions, median residual {residual:.2f} x g")
     # Peaks that do not sit on any lattice still get "indexed" within the wide tolerance: the rings
-    # of a fine-grained polycrystal (real Merlin frames: every position fitted, residual 0.21 g).
-    # Simulated lattices fitted at >= half the positions stay below 0.04 g, even at 3e3 e/pattern.
+    # of a fine-grained polycrystal (real Merlin frames: every position fitted, residual 0.145 g with
+    # a basis across the two rings, 0.21 g with both vectors on one). Simulated lattices fitted at
+    # >= half the positions stay below 0.04 g, even at 3e3 e/pattern: the cut sits between the two.
     if residual > MAX_RESIDUAL_G:
         raise UserError(f"{source}: no lattice visible: the detected peaks sit {residual:.2f} x g off the best "
                         "lattice at the median position (rings of a polycrystal or noise, not the Bragg disks "
