@@ -47,11 +47,12 @@ def test_a_run_resumed_inside_the_distillation_phase_finishes_it(tiny_cube, tmp_
     run = tmp_path / "run"
 
     def kill_in_epoch_4(step):
-        if step == 3 * int(np.ceil(len(patterns) * 0.9 / 16)):
+        if step == 3 * trainer.batches_per_epoch:
             raise KeyboardInterrupt
 
+    trainer = train.Trainer(cfg, patterns, run, batch_hooks=[kill_in_epoch_4])
     with pytest.raises(KeyboardInterrupt):
-        train.Trainer(cfg, patterns, run, batch_hooks=[kill_in_epoch_4]).fit(progress=False)
+        trainer.fit(progress=False)
     resumed = train.train(tiny_config(epochs=2, distill_epochs=3), tiny_cube, run, resume=True, progress=False)
     assert [h["phase"] for h in resumed["history"]] == ["cycle"] * 2 + ["distill"] * 3
     assert (run / "DONE").exists()
@@ -81,12 +82,13 @@ def test_resume_continues_from_the_saved_epoch(tiny_cube, tmp_path):
     class Killed(Exception):
         pass
 
-    def kill_in_epoch_3(step, n_batches=int(np.ceil(len(patterns) * 0.9 / 16))):
-        if step >= 2 * n_batches + 1:
+    def kill_in_epoch_3(step):
+        if step >= 2 * trainer.batches_per_epoch + 1:
             raise Killed
 
+    trainer = train.Trainer(tiny_config(epochs=4), patterns, run, batch_hooks=[kill_in_epoch_3])
     with pytest.raises(Killed):
-        train.Trainer(tiny_config(epochs=4), patterns, run, batch_hooks=[kill_in_epoch_3]).fit(progress=False)
+        trainer.fit(progress=False)
     assert not (run / "DONE").exists()
     first = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in first] == [1, 2]

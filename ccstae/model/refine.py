@@ -40,7 +40,7 @@ class Aligner:
         self._y = tf.constant((rows - c).reshape(1, -1), tf.float32)
         self._mask = tf.constant(np.asarray(mask, np.float32).reshape(1, -1))
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)  # no tensor-valued control flow
     def _step(self, a, gain, offset, target):
         b, p = tf.shape(a)[0], self.pattern
         w = tf.reshape(stn.warp(tf.broadcast_to(self._stack, [b, p, p, 3]), a), [b, p * p, 3])

@@ -235,7 +235,9 @@ class Trainer:
             return self.prep(raw)
         return preprocess.preprocess_integer(raw, self.integer_inputs)
 
-    @tf.function
+    # autograph=False: the steps use plain Python control flow only, and AutoGraph's conversion cost
+    # ~7 s of a tiny run's 40 (tests, make hls). Tensor-valued `if`/`for` here would need it back.
+    @tf.function(autograph=False)
     def _step(self, x_in, x_target, sigma, mask):
         with tf.GradientTape() as tape:
             losses = self.model.losses(x_in, x_target, sigma, mask, training=True)
@@ -244,7 +246,7 @@ class Trainer:
         self.optimizer.apply_gradients(zip(grads, variables))
         return losses
 
-    @tf.function
+    @tf.function(autograph=False)
     def _step_encoder(self, x_in, x_target, sigma, mask):
         """A step with the reference held: it stays the sharp pattern it was initialised to."""
         with tf.GradientTape() as tape:
@@ -254,7 +256,7 @@ class Trainer:
         self.optimizer.apply_gradients(zip(grads, variables))
         return losses
 
-    @tf.function
+    @tf.function(autograph=False)
     def _step_distill(self, x_in, target, scale):
         """A self-distillation step: the encoder alone, the reference stays as the cycle phase left it."""
         with tf.GradientTape() as tape:
@@ -264,7 +266,7 @@ class Trainer:
         self.distill_optimizer.apply_gradients(zip(grads, variables))
         return losses
 
-    @tf.function
+    @tf.function(reduce_retracing=True, autograph=False)  # validation chunks of 256 and a remainder
     def _eval_distill(self, x_in, target, scale):
         return self.model.distill_losses(x_in, target, scale)
 
@@ -324,7 +326,7 @@ class Trainer:
             totals.append(float(losses["distill"]) * len(self.val_in[i:i + 256]))
         return sum(totals) / len(self.val_in)
 
-    @tf.function
+    @tf.function(reduce_retracing=True, autograph=False)
     def _eval(self, x_in, x_target, sigma, mask):
         return self.model.losses(x_in, x_target, sigma, mask)
 
@@ -335,6 +337,12 @@ class Trainer:
             losses = self._eval(self.val_in[i:i + 256], self.val_target[i:i + 256], sigma, self.mask)
             totals.append(float(losses["cycle_ref"] + losses["cycle_pattern"]) * len(self.val_in[i:i + 256]))
         return sum(totals) / len(self.val_in)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Full batches only (each epoch's permutation leaves out a different remainder): one batch
+        shape, so each step function is traced once. A second trace costs ~6 s of a tiny run's 40."""
+        return max(1, len(self.train_raw) // int(self.t["batch_size"]))
 
     def fit(self, resume: bool = False, progress: bool = True) -> dict:
         t, run = self.t, self.run_dir
@@ -348,7 +356,7 @@ class Trainer:
             history = history[: int(self.epoch.numpy())]
         self.write_static()
         bs, stale = t["batch_size"], 0
-        n_batches = int(np.ceil(len(self.train_raw) / bs))
+        n_batches = self.batches_per_epoch
         n_cycle, total = int(t["epochs"]), int(t["epochs"]) + int(t["distill_epochs"])
         epoch = int(self.epoch.numpy())
         bar = tqdm(total=total * n_batches, initial=epoch * n_batches, disable=not progress,

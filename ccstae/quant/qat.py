@@ -80,8 +80,8 @@ def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, p
     qenc = qmodel.build_qencoder(float_run.encoder, spec)
     patterns = train.load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset)
     n_epochs = cfg["train"]["epochs"] + cfg["train"].get("distill_epochs", 0)
-    n_steps = n_epochs * int(np.ceil(len(patterns) * (1 - cfg["train"]["val_fraction"])
-                                                   / cfg["train"]["batch_size"]))
+    # Trainer.batches_per_epoch, to within the held-out split's rounding (full batches only)
+    n_steps = n_epochs * max(1, int(len(patterns) * (1 - cfg["train"]["val_fraction"])) // cfg["train"]["batch_size"])
     hooks, select_from = [], 1
     if q["sparsity"] > 0:
         # Reach the target sparsity by 70 % of fine-tuning, then let the survivors settle;
