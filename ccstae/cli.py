@@ -415,6 +415,9 @@ def add_hls_parser(subparsers):
     p.add_argument("--config", default="default", help="preset name or TOML file (default: default)")
     p.add_argument("--allow-overflow", action="store_true",
                    help="exit 0 even when the saturation check finds an overflow or a large deviation")
+    p.add_argument("--core", choices=("encoder", "centroid", "both"), default="both",
+                   help="encoder: the encoder alone; centroid: the windowed-centroid core alone (nothing is "
+                        "trained); both: each C-simulated and compared on the same test cubes (default)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=run_hls)
 
@@ -422,7 +425,7 @@ def add_hls_parser(subparsers):
 def run_hls(args) -> int:
     from ccstae.pipeline.hls import problems, run_pipeline
 
-    summary = run_pipeline(args.config, progress=not args.no_progress)
+    summary = run_pipeline(args.config, progress=not args.no_progress, core=args.core)
     found = problems(summary)
     if args.allow_overflow:
         found = [p for p in found if "bit-exact" in p]

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from ccstae.core.config import load_config
+from ccstae.core.errors import UserError
 from ccstae.pipeline.hls import format_summary, run_pipeline
 
 
@@ -88,7 +89,7 @@ def test_a_second_run_reuses_every_finished_stage(tiny_pipeline):
     assert os.path.getmtime(root / "runs" / "tiny" / "float" / "encoder.h5") == stamp
     assert again["accuracy"] == first["accuracy"]
     assert {name: s["ran"] for name, s in again["stages"].items()} == {
-        "data": False, "float": False, "qat": False, "firmware": False}
+        "data": False, "float": False, "qat": False, "firmware": False, "centroid": False}
     assert {name: s["key"] for name, s in again["stages"].items()} == {
         name: s["key"] for name, s in first["stages"].items()}
     assert "firmware (reused)" in again["times_s"]  # nothing changed: not converted again
@@ -154,10 +155,64 @@ def test_an_overflow_fails_make_hls_unless_allowed(tiny_pipeline, monkeypatch, c
     assert pipeline.problems(s) == []
     bad = copy.deepcopy(s)
     bad["saturation"].update(overflow=True, large_deviation=True, max_abs_deviation=3.0)
-    monkeypatch.setattr(pipeline, "run_pipeline", lambda config, progress=True: bad)
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda config, progress=True, core="both": bad)
     assert ccstae_cli.main(["hls", "--config", "tiny", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "output overflow" in err and "large deviation" in err
     assert ccstae_cli.main(["hls", "--config", "tiny", "--no-progress", "--allow-overflow"]) == 0
     bad["csim"]["exact_fraction"] = 0.99  # not bit-exact: never allowed
     assert ccstae_cli.main(["hls", "--config", "tiny", "--no-progress", "--allow-overflow"]) == 1
+    # Nor is a centroid core that is not bit-exact, whichever C-simulation it is.
+    for key in ("exact_fraction", "testbench_exact_fraction"):
+        core_bad = copy.deepcopy(s)
+        core_bad["centroid"]["csim"][key] = 0.999
+        assert any("centroid core" in p for p in pipeline.problems(core_bad))
+        monkeypatch.setattr(pipeline, "run_pipeline", lambda config, progress=True, core="both": core_bad)
+        assert ccstae_cli.main(["hls", "--config", "tiny", "--no-progress", "--allow-overflow"]) == 1
+
+
+def test_the_centroid_core_runs_beside_the_encoder_bit_exact(tiny_pipeline):
+    from ccstae.firmware import centroid_stage
+
+    root, s = tiny_pipeline
+    c, tiny = s["centroid"], load_config("tiny")
+    levels = {"w=0", "w=0.25", "w=0.5", "w=0.7"}
+    # Every test pattern through the ctypes library, [firmware] centroid_testbench_patterns_per_level
+    # of each level through the g++ testbench, and the saturated frames through both: all bit-exact.
+    n_saturated = c["csim"]["per_check"]["saturated frames"]["patterns"]
+    per_level = min(tiny["firmware"]["centroid_testbench_patterns_per_level"], 12 * 12)
+    assert c["csim"]["patterns"] == 4 * 12 * 12 + n_saturated and n_saturated >= 5
+    assert c["csim"]["testbench_patterns"] == 4 * per_level + n_saturated
+    assert c["csim"]["exact_fraction"] == c["csim"]["testbench_exact_fraction"] == 1.0, c["csim"]["mismatches"]
+    assert c["same_stream"]  # the core read the very counts the encoder's front end hands on
+    # Its strain MAE per level beside the encoder's, better than a flat map where the noise is low.
+    assert set(c["accuracy"]) == set(c["calibration"]) == levels
+    assert c["accuracy"]["w=0"]["exx"] < s["skill_lines"]["flat map"]["w=0"]["exx"]
+    # Its estimate beside the encoder's: a small fraction of its LUTs, a verdict per camera.
+    est = c["estimate"]
+    assert est["kind"].startswith("estimate") and est["total"]["LUT"] < s["estimate"]["total"]["LUT"]
+    assert est["patterns_per_s"] > 0 and all("keeps_up_binned" in r for r in est["detectors"])
+    assert [r["key"] for r in est["detectors"]] == tiny["sweep"]["detectors"]
+    text = format_summary(s)
+    assert all(f"{w:>5} {centroid_stage.LABEL}" in text for w in levels)
+    assert "centroid core resources" in text and "Dectris ARINA" in text
+    on_disk = json.loads((root / "hls_projects" / "tiny-q8-s50-rf1-stream" / "summary.json").read_text())
+    assert on_disk["centroid"]["accuracy"] == c["accuracy"]
+
+
+def test_core_centroid_alone_trains_nothing(tiny_pipeline, monkeypatch, capsys):
+    from ccstae import cli as ccstae_cli
+    from ccstae.pipeline import core_stage, stages
+
+    root, both = tiny_pipeline
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(stages, "ensure_float", lambda *a, **k: pytest.fail("--core centroid trained"))
+    assert ccstae_cli.main(["hls", "--config", "tiny", "--core", "centroid", "--no-progress"]) == 0
+    s = json.loads((root / "hls_projects" / "tiny-centroid" / "summary.json").read_text())
+    assert set(s["stages"]) == {"data", "centroid"} and not s["stages"]["centroid"]["ran"]  # the core made by both
+    assert s["centroid"]["accuracy"] == both["centroid"]["accuracy"]
+    assert set(s["skill_lines"]["noise floor"]) == set(both["skill_lines"]["noise floor"])
+    assert "centroid core only" in capsys.readouterr().out
+    with pytest.raises(UserError, match="--core 'fpga'") as e:
+        core_stage.check_choice("fpga")
+    assert "\n" not in str(e.value)

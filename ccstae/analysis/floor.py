@@ -161,3 +161,18 @@ def bayes_floor(floor: dict, truth: dict) -> dict:
         flat, tau, sigma = float(np.mean(np.abs(t - t.mean()))), float(np.std(t)), floor[key] / k
         out[key] = flat * float(sigma / np.hypot(tau, sigma)) if np.isfinite(sigma) else flat
     return out
+
+
+def skill_lines(cube_path, truth: dict, period: float) -> dict:
+    """What `make hls` prints beside every MAE on one test cube: a flat map's MAE (no skill), the
+    shot-noise (Cramer-Rao) floor, what Bragg-disk centroids reach with the same electrons and the
+    Bayes bound; the floors only for cubes `ccstae simulate` wrote. truth: referenced truth maps."""
+    from ccstae.physics.strain import flat_map_mae
+
+    out = {"flat map": flat_map_mae(truth, period)}
+    floor = cube_noise_floor(cube_path)
+    if floor is not None:
+        out["noise floor"] = {k: v for k, v in floor.items() if k != "centroid"}
+        out["centroids"] = floor["centroid"]
+        out["Bayes bound"] = bayes_floor(floor, truth)
+    return out

@@ -199,6 +199,8 @@ class Firmware:
     predict_patterns_per_level: int = key("[0, inf)", "test patterns per level through hls4ml's C++ (0: all)")
     frontend_pixels_per_clock: int = key("[1, 64]", "raw pixels per AXI-Stream word of the front end")
     frontend_patterns_per_level: int = key("[0, inf)", "raw-count patterns per level through the front-end C-sims")
+    centroid_testbench_patterns_per_level: int = key("[0, inf)", "raw-count patterns per level through the "
+                                                     "centroid core's g++ testbench (its ctypes library takes all)")
 
 
 @section("sweep")

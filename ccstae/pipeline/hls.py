@@ -15,18 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ccstae.firmware import convert, csim, frontend, frontend_estimate
-from ccstae.pipeline import stages
+from ccstae.firmware import centroid_stage, convert, csim, frontend, frontend_estimate
+from ccstae.pipeline import core_stage, stages
 from ccstae.pipeline.clock import Stopwatch, reference_op_seconds
 from ccstae.firmware import estimate as E
 from ccstae.model import errorbar, health
 from ccstae.core.config import load_config
 from ccstae.core.data_io import open_cube, write_json
 from ccstae.analysis.evaluate import calibration, calibration_text, maps_from_raw, truth_maps
-from ccstae.analysis.floor import bayes_floor, cube_noise_floor
+from ccstae.analysis.floor import skill_lines
 from ccstae.core.errors import UserError
 from ccstae.model.run import check_pattern_size, load_run
-from ccstae.physics.strain import MAPS, flat_map_mae, mae, save_maps_png
+from ccstae.physics.strain import MAPS, mae, save_maps_png
 from ccstae.quant import qat, qmodel
 
 
@@ -38,8 +38,10 @@ def project_dir(config, root: Path = Path(".")) -> Path:
     return Path(root) / "hls_projects" / f"{cfg['name']}-{variant}-rf{spec.reuse_factor}-{spec.io_type.replace('io_', '')}"
 
 
-def run_pipeline(config="default", root: Path = Path("."), progress: bool = True) -> dict:
-    """Every stage of `make hls` on one config (ccstae/pipeline/stages.py keeps what is current)."""
+def run_pipeline(config="default", root: Path = Path("."), progress: bool = True, core: str = "both") -> dict:
+    """Every stage of `make hls` on one config (ccstae/pipeline/stages.py keeps what is current).
+    core: "encoder", "centroid" (the centroid core alone: nothing trained) or "both"."""
+    core_stage.check_choice(core)
     cfg = load_config(config) if not isinstance(config, dict) else config
     name = cfg["name"]
     root = Path(root)
@@ -49,11 +51,18 @@ def run_pipeline(config="default", root: Path = Path("."), progress: bool = True
 
     with watch("simulate"):
         data = stages.ensure_data(cfg, root / "data" / name, progress)
+    if core == "centroid":  # the core needs only the data (ccstae/pipeline/core_stage.py)
+        summary = core_stage.core_only(cfg, data, root, watch, level_name)
+        print(format_summary(summary))
+        return summary
     with watch("train float CC-ST-AE"):
         float_run = stages.ensure_float(cfg, data.outputs["train"], root / "runs" / name / "float", progress)
     with watch("quantize + prune (QAT)"):
         q_run = stages.ensure_qat(cfg, float_run, root / "runs" / name / qat.variant_name(qat.quant_config(cfg)),
                                   progress)
+    if core == "both":
+        with watch(core_stage.LAP):
+            core_result, core_summary = core_stage.ensure_core(cfg, data, root, level_name)
 
     prj = project_dir(cfg, root)
 
@@ -70,7 +79,10 @@ def run_pipeline(config="default", root: Path = Path("."), progress: bool = True
         summary = json.loads((prj / "summary.json").read_text())
         summary["times_s"] = {**watch.times, "firmware (reused)": 0.0}
     summary["stages"] = {r.stage: {"path": str(r.path), "key": r.key, "ran": r.ran, "seconds": r.seconds}
-                         for r in (data, float_run, q_run, fw)}
+                         for r in (data, float_run, q_run, fw, *([core_result] if core == "both" else []))}
+    summary.pop("centroid", None)
+    if core == "both":  # the core beside the encoder, and whether both read the same stream
+        summary["centroid"] = dict(core_summary, same_stream=core_stage.same_stream(core_summary, q_run.path))
     summary["times_s"]["total"] = round(time.time() - t_start, 1)
     ref_op.append(reference_op_seconds())
     summary["reference_op_s"] = [round(t, 4) for t in ref_op]
@@ -81,8 +93,10 @@ def run_pipeline(config="default", root: Path = Path("."), progress: bool = True
 
 def problems(summary: dict) -> list[str]:
     """What makes `make hls` fail: C-simulations not bit-exact, an output range that clips."""
+    out = centroid_stage.problems(summary["centroid"]) if "centroid" in summary else []
+    if "csim" not in summary:  # the centroid core alone
+        return out
     c, sat = summary["csim"], summary["saturation"]
-    out = []
     if c["exact_fraction"] != 1.0:
         out.append(f"C-simulation 1 is not bit-exact ({100 * c['exact_fraction']:.4f} % of outputs)")
     if c["testbench_exact_fraction"] != 1.0:
@@ -208,12 +222,8 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                         if std is not None:
                             error_bars[label][level_name(w)] = errorbar.error_bar_calibration(pred, truths[w], std, 2 * rot)
             if w in truths:  # what no skill scores, and what shot noise leaves to the best estimator
-                skill["flat map"][level_name(w)] = flat_map_mae(truths[w], 2 * rot)
-                floor = cube_noise_floor(path)
-                if floor is not None:
-                    skill["noise floor"][level_name(w)] = {k: v for k, v in floor.items() if k != "centroid"}
-                    skill["centroids"][level_name(w)] = floor["centroid"]
-                    skill["Bayes bound"][level_name(w)] = bayes_floor(floor, truths[w])
+                for label, m in skill_lines(path, truths[w], 2 * rot).items():
+                    skill[label][level_name(w)] = m
         # Bit-exact with QKeras is not enough: a too-narrow fixed-point range would clip both
         # alike. Compare the firmware with the float twin of the quantized encoder (same pruned
         # weights, no quantizers) on the noisiest test patterns.
@@ -288,7 +298,12 @@ def level_name(w) -> str:
     return f"w={w:g}" if isinstance(w, float) else str(w)
 
 
+LABEL_WIDTH = 13  # the model column of the MAE table ("centroid core")
+
+
 def format_summary(s: dict) -> str:
+    if "variant" not in s:  # the centroid core alone
+        return "\n".join(core_stage.format_core_only(s, LABEL_WIDTH, MAPS))
     v, c = s["variant"], s["csim"]
     lines = [f"\n{s['config']}: {v['name']} ({v['bits']}-bit, {100 * v['sparsity']:.0f} % pruned), "
              f"{v['io_type']}, reuse {v['reuse_factor']}, {v['backend']} {v['part']} @ {1000 / v['clock_period_ns']:.0f} MHz",
@@ -304,8 +319,9 @@ def format_summary(s: dict) -> str:
              f"of outputs at the {s['saturation']['output_type']} limits, max deviation "
              f"{s['saturation']['max_abs_deviation']:.3g}{'  OVERFLOW' if s['saturation']['overflow'] else ''}",
              f"resources: {s['estimate']['summary']}" if s.get("estimate") else "resources: (not estimated)",
+             *(core_stage.lines(s["centroid"], s.get("estimate", {}).get("total")) if "centroid" in s else []),
              "", "strain MAE (theta in degrees) per test noise level w; slope and correlation r of exx/eyy against the truth:",
-             f"{'w':>5} {'model':>11} " + " ".join(f"{k:>8}" for k in MAPS)]
+             f"{'w':>5} {'model':>{LABEL_WIDTH}} " + " ".join(f"{k:>8}" for k in MAPS)]
     fw_signal = {w: v["signal"] for w, v in s.get("signal", {}).get("firmware", {}).items()}
     if fw_signal:
         lines.insert(-2, "signal (firmware strain spread across the scan; flat below "
@@ -316,16 +332,18 @@ def format_summary(s: dict) -> str:
         for label in ("float", "quantized", "firmware"):
             m = s["accuracy"][label][w]
             cal = s.get("calibration", {}).get(label, {}).get(w)
-            lines.append(f"{w:>5} {label:>11} " + " ".join(f"{m[k]:8.5f}" if k != "theta" else f"{m[k]:8.3f}" for k in MAPS)
+            lines.append(f"{w:>5} {label:>{LABEL_WIDTH}} " + " ".join(f"{m[k]:8.5f}" if k != "theta" else f"{m[k]:8.3f}" for k in MAPS)
                          + (f"  {calibration_text(cal)}" if cal else ""))
+        if centroid_stage.accuracy_line(s.get("centroid", {}), w, LABEL_WIDTH):
+            lines.append(centroid_stage.accuracy_line(s["centroid"], w, LABEL_WIDTH))
         eb = s.get("error_bars", {}).get("firmware", {}).get(w)
         if eb:  # RMS of error / error bar: 1 when the firmware's error bars are honest
-            lines.append(f"{w:>5} {'error/std':>11} " + " ".join(f"{eb[k]:8.2f}" for k in MAPS)
+            lines.append(f"{w:>5} {'error/std':>{LABEL_WIDTH}} " + " ".join(f"{eb[k]:8.2f}" for k in MAPS)
                          + "  (firmware: RMS of error over its error bar, 1 is honest)")
         for label, per_level in s.get("skill_lines", {}).items():
             if w in per_level:
                 m = per_level[w]
-                lines.append(f"{w:>5} {label:>11} " + " ".join(
+                lines.append(f"{w:>5} {label:>{LABEL_WIDTH}} " + " ".join(
                     f"{'-':>8}" if k not in m else (f"{m[k]:8.5f}" if k != "theta" else f"{m[k]:8.3f}") for k in MAPS)
                     + (f"  ({m['bragg_counts']:,.0f} e in the Bragg disks)" if "bragg_counts" in m else ""))
     lines.append("\ntimes (s): " + ", ".join(f"{k} {v}" for k, v in s["times_s"].items()))

@@ -45,13 +45,16 @@ CODE = {
     "float": ("ccstae.model.train",),
     "qat": ("ccstae.quant.qat",),
     "firmware": ("ccstae.pipeline.hls",),
+    "centroid": ("ccstae.firmware.centroid_stage",),  # the centroid core (ccstae/pipeline/core_stage.py)
 }
-FILES = {"firmware": ("ccstae/firmware/calibration/*", "ccstae/firmware/frontend/*")}
+FILES = {"firmware": ("ccstae/firmware/calibration/*", "ccstae/firmware/frontend/*"),
+         "centroid": ("ccstae/firmware/centroid/*", "ccstae/firmware/frontend/ccstae_axis.h")}
 PACKAGES = {
     "data": ("numpy", "scipy", "h5py"),
     "float": ("numpy", "tensorflow", "h5py"),
     "qat": ("numpy", "tensorflow", "qkeras", "tensorflow-model-optimization", "h5py"),
     "firmware": ("numpy", "tensorflow", "qkeras", "hls4ml"),
+    "centroid": ("numpy", "scipy", "h5py", "hls4ml"),  # hls4ml: the ap_types headers
 }
 # [noise] keys that describe the test scans, not the noise model: no float or QAT run reads them.
 NOISE_TEST_KEYS = ("test_levels", "test_seed")
