@@ -99,13 +99,13 @@ def add_inspect_parser(subparsers):
 
 
 def run_inspect(args) -> int:
-    from ccstae.core import data_io
+    from ccstae.core import data_io, overview
 
     with data_io.open_cube(args.file, args.dataset, args.scan) as cube:
-        print(data_io.summary(cube))
+        print(overview.summary(cube))
         if not args.no_png:
             png = args.png if args.png is not None else Path(f"{args.file}.inspect.png")
-            data_io.save_overview_png(cube, png, progress=not args.no_progress)
+            overview.save_overview_png(cube, png, progress=not args.no_progress)
             print(f"wrote {png}")
     return 0
 

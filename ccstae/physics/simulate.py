@@ -399,7 +399,7 @@ def _clean_multislice(cfg, out_path, rows, progress) -> Path:
     """The clean multislice scan of cfg (seed set) cached in out_path's folder; simulated if absent."""
     import hashlib
 
-    from ccstae.core import data_io
+    from ccstae.core.outputs import file_lock
 
     from ccstae.physics.multislice import RENDER_VERSION
 
@@ -407,7 +407,7 @@ def _clean_multislice(cfg, out_path, rows, progress) -> Path:
     path = Path(out_path).parent / f".ms-clean-{hashlib.sha1(key.encode()).hexdigest()[:12]}.h5"
     # Test cubes of one sample at several noise levels share this run, and a study makes them in
     # parallel: one worker renders it, the others wait for the lock and reuse it.
-    with data_io.file_lock(path.parent / f"{path.name}.lock"):
+    with file_lock(path.parent / f"{path.name}.lock"):
         if not path.exists():  # overwrite: a partial run left by a killed worker restarts
             simulate_scan(cfg, path, clean=True, overwrite=True, progress=progress, rows=rows)
     return path
@@ -463,6 +463,7 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
     sample cost one multislice run; noise draws are per scan row (seed, row).
     """
     from ccstae.core import data_io
+    from ccstae.core.outputs import check_output
     from ccstae.physics import noise, strain
 
     sim = dict(cfg["simulate"])
@@ -475,7 +476,7 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
         noise.check_level(noise_w)
         noise.check_counts(counts)
     out_path = Path(out_path)
-    data_io.check_output(out_path, overwrite)
+    check_output(out_path, overwrite)
 
     gt = ground_truth_maps(p)
     rx, ry = p.scan

@@ -31,7 +31,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from ccstae.core.data_io import write_json
+from ccstae.core.outputs import write_json
 from ccstae.pipeline.closure import closure
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository root (ccstae/pipeline/stages.py)
