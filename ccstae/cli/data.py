@@ -38,7 +38,7 @@ def add_simulate_parser(subparsers):
 def run_simulate(args) -> int:
     from ccstae.core.config import load_config
     from ccstae.core.errors import UserError
-    from ccstae.physics.simulate import simulate_scan
+    from ccstae.physics.scans import simulate_scan
 
     if args.clean and args.noise != 0:
         raise UserError("--clean writes noise-free patterns: drop --noise")

@@ -33,7 +33,7 @@ def run_train(args) -> int:
     from ccstae.core.config import load_config
     from ccstae.model.network import describe
     from ccstae.model.run import load_run
-    from ccstae.physics import simulate
+    from ccstae.physics import scans
     from ccstae.model import train
 
     cfg = load_config(args.config)
@@ -42,7 +42,7 @@ def run_train(args) -> int:
         cube = args.out / "train_data.h5"
         if not cube.exists():
             args.out.mkdir(parents=True, exist_ok=True)
-            simulate.simulate_training_sample(cfg, cube, progress=not args.no_progress)
+            scans.simulate_training_sample(cfg, cube, progress=not args.no_progress)
     result = train.train(cfg, cube, args.out, resume=args.resume, progress=not args.no_progress,
                          dataset=args.dataset, report=print)
     run = load_run(args.out)
