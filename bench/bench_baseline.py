@@ -24,7 +24,7 @@ from ccstae.core.config import load_config  # noqa: E402
 from ccstae.core.data_io import open_cube  # noqa: E402
 from ccstae.core.errors import UserError  # noqa: E402
 from ccstae.analysis.evaluate import truth_maps  # noqa: E402
-from ccstae.physics.simulate import simulate_scan  # noqa: E402
+from ccstae.physics.scans import simulate_scan  # noqa: E402
 
 DATA = Path("data/bench_baseline")
 

@@ -35,7 +35,8 @@ from ccstae.physics import disks  # noqa: E402
 from ccstae.core.data_io import user_frame_ground_truth  # noqa: E402
 from ccstae.physics.strain import swap_frame  # noqa: E402
 from ccstae.core.config import load_config  # noqa: E402
-from ccstae.physics.simulate import sim_params, simulate_scan  # noqa: E402
+from ccstae.physics.simulate import sim_params  # noqa: E402
+from ccstae.physics.scans import simulate_scan  # noqa: E402
 
 
 def run_engine(preset: str, engine: str, folder: Path, rows):

@@ -41,7 +41,7 @@ from ccstae.core.data_io import open_cube  # noqa: E402
 from ccstae.analysis.evaluate import maps_from_raw, truth_maps  # noqa: E402
 from ccstae.model.health import map_signal  # noqa: E402
 from ccstae.model.run import load_run  # noqa: E402
-from ccstae.physics.simulate import simulate_scan, simulate_training_sample  # noqa: E402
+from ccstae.physics.scans import simulate_scan, simulate_training_sample  # noqa: E402
 from ccstae.physics.strain import flat_map_mae, mae  # noqa: E402
 
 CASES = {

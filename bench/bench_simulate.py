@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ccstae.physics import simulate  # noqa: E402
+from ccstae.physics import scans, simulate  # noqa: E402
 from ccstae.core.config import load_config  # noqa: E402
 
 PAPER_ROWS = 4
@@ -55,7 +55,7 @@ def main():
             cases = [("render only", render)]
             for label, kw in (("to HDF5, clean", dict(clean=True)), ("to HDF5, w=0.5", dict(noise_w=0.5))):
                 out = Path(tmp) / f"{preset}-{len(cases)}.h5"
-                cases.append((label, lambda out=out, kw=kw: simulate.simulate_scan(
+                cases.append((label, lambda out=out, kw=kw: scans.simulate_scan(
                     cfg, out, progress=False, rows=n_rows, overwrite=True, **kw)))
             for label, fn in cases:
                 seconds, peak = measure(fn)

@@ -15,7 +15,8 @@ from ccstae.core.config import load_config
 from ccstae.core.data_io import open_cube, write_cube
 from ccstae.core.errors import UserError
 from ccstae.analysis.evaluate import truth_maps
-from ccstae.physics.simulate import render_patterns, sim_params, simulate_scan
+from ccstae.physics.simulate import render_patterns, sim_params
+from ccstae.physics.scans import simulate_scan
 
 AVAILABLE, WHY = baseline.available()
 needs_py4dstem = pytest.mark.skipif(not AVAILABLE, reason=WHY)

@@ -8,7 +8,7 @@ import pytest
 
 from ccstae.core.config import load_config
 from ccstae.core.data_io import open_cube
-from ccstae.physics import calibrate, calibration, distort, simulate
+from ccstae.physics import calibrate, calibration, distort, scans
 
 SESSION = dict(descan_px=20.0, ellipticity=0.015, ellipse_axis_deg=30.0, rotation_deg=17.0, flip=True,
                bad_pixel_fraction=0.001, gain_std=0.02, deflection_px=0.5)
@@ -18,7 +18,7 @@ def session_cube(path, seed, scan=(40, 40), clean=False, **distortion):
     cfg = load_config("default")
     cfg["simulate"] = dict(cfg["simulate"], scan=list(scan), seed=seed)
     cfg["distortion"] = dict(cfg["distortion"], **distortion)
-    return simulate.simulate_scan(cfg, path, noise_w=0.0, clean=clean, progress=False)
+    return scans.simulate_scan(cfg, path, noise_w=0.0, clean=clean, progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,13 @@ def scans(tmp_path_factory):
     sample, and its built project."""
     from ccstae.core.config import load_config
     from ccstae.core.data_io import open_cube
-    from ccstae.physics import simulate
+    from ccstae.physics.scans import simulate_scan, simulate_training_sample
 
     tmp = tmp_path_factory.mktemp("centroid")
     cfg = copy.deepcopy(load_config("default"))
     cfg["simulate"]["scan"] = [32, 32]
     cfg["train"]["sample_scan"] = [24, 24]
-    with open_cube(simulate.simulate_training_sample(cfg, tmp / "train.h5", progress=False)) as cube:
+    with open_cube(simulate_training_sample(cfg, tmp / "train.h5", progress=False)) as cube:
         train = cube.read_patterns(np.arange(len(cube)))
     pre = pp.fit_preprocess(train, 1, 0)
     params = pp.PreprocessParams(pattern=64, binning=1, crop=0, scale=pre["scale"], counts_per_unit=1e5,
@@ -42,7 +42,7 @@ def scans(tmp_path_factory):
     core = C.fit_core(mean, params.count_bits, pre["measured"])
     levels = {}
     for w in LEVELS:
-        path = simulate.simulate_scan(cfg, tmp / f"test_{w}.h5", noise_w=w, seed=1234, progress=False)
+        path = simulate_scan(cfg, tmp / f"test_{w}.h5", noise_w=w, seed=1234, progress=False)
         with open_cube(path) as cube:
             levels[w] = (pp.to_counts(cube.read_patterns(np.arange(len(cube))), 1e5), cube.ground_truth, path)
     prj = CS.write_core(tmp / "prj", core)

@@ -9,7 +9,7 @@ import pytest
 
 from ccstae import cli as ccstae_cli
 from ccstae.core import data_io
-from ccstae.physics import simulate
+from ccstae.physics import scans
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,7 +100,7 @@ def test_existing_output_is_refused_and_never_damaged(tiny_cube, tmp_path, monke
     def broken(*a, **k):
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(simulate, "render_patterns", broken)
+    monkeypatch.setattr(scans, "render_patterns", broken)
     with pytest.raises(RuntimeError):
         ccstae_cli.main(["simulate", "--preset", "tiny", "--overwrite", "--no-progress", "--out", str(out)])
     assert out.read_bytes() == before

@@ -12,7 +12,7 @@ from ccstae.analysis import baseline
 from ccstae.analysis.evaluate import truth_maps, write_strain_h5
 from ccstae.core.config import load_config
 from ccstae.core.data_io import open_cube, write_cube
-from ccstae.physics import simulate, strain
+from ccstae.physics import scans, simulate, strain
 
 AVAILABLE, WHY = baseline.available()
 needs_py4dstem = pytest.mark.skipif(not AVAILABLE, reason=WHY)
@@ -56,7 +56,7 @@ def cube(tmp_path_factory):
     real = simulate.ground_truth_maps
     simulate.ground_truth_maps = lambda p: uniform_maps()
     try:
-        path = simulate.simulate_scan(cfg, tmp_path_factory.mktemp("frame") / "cube.h5", clean=True, progress=False)
+        path = scans.simulate_scan(cfg, tmp_path_factory.mktemp("frame") / "cube.h5", clean=True, progress=False)
     finally:
         simulate.ground_truth_maps = real
     with open_cube(path) as c:

@@ -111,12 +111,12 @@ def test_runs_saved_before_issue_11_load_without_mask(tmp_path):
 
 
 def test_a_simulated_cubes_noise_floor_comes_from_its_noise_free_twin(tmp_path):
-    from ccstae.physics import simulate
+    from ccstae.physics import scans
     from ccstae.core.data_io import open_cube
 
     cfg = load_config("tiny")
-    noisy = simulate.simulate_scan(cfg, tmp_path / "noisy.h5", noise_w=0.5, counts=1e4, seed=7, progress=False)
-    clean = simulate.simulate_scan(cfg, tmp_path / "clean.h5", clean=True, seed=7, progress=False)
+    noisy = scans.simulate_scan(cfg, tmp_path / "noisy.h5", noise_w=0.5, counts=1e4, seed=7, progress=False)
+    clean = scans.simulate_scan(cfg, tmp_path / "clean.h5", clean=True, seed=7, progress=False)
     twin = floor_mod.noise_free_twin(noisy, n=5)
     with open_cube(clean) as c:
         index = np.linspace(0, len(c) - 1, 5).astype(int)
@@ -131,7 +131,7 @@ def test_a_simulated_cubes_noise_floor_comes_from_its_noise_free_twin(tmp_path):
     assert f["centroid"]["disks"] >= 4 and all(0.5 < f["centroid"][k] / f[k] < 2 for k in ("exx", "eyy", "exy"))
     assert 0 < f["central_radius"] < cfg["simulate"]["pattern"] / 4 and f["bragg_counts"] < 0.5 * 1e4
     # More background, fewer electrons: a higher floor; and no floor for a cube with no twin.
-    louder = simulate.simulate_scan(cfg, tmp_path / "louder.h5", noise_w=0.5, counts=1e3, seed=7, progress=False)
+    louder = scans.simulate_scan(cfg, tmp_path / "louder.h5", noise_w=0.5, counts=1e3, seed=7, progress=False)
     assert floor_mod.cube_noise_floor(louder, n=5)["exx"] > 2 * f["exx"]
     assert floor_mod.cube_noise_floor(clean) is None
 

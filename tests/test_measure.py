@@ -11,7 +11,8 @@ from ccstae.core.errors import UserError
 from ccstae.core.data_io import open_cube
 from ccstae.model import measure, preprocess
 from ccstae.physics import noise
-from ccstae.physics.simulate import sim_params, simulate_scan
+from ccstae.physics.simulate import sim_params
+from ccstae.physics.scans import simulate_scan
 
 
 def single_crystal(tmp_path_factory, lattice="hexagonal", central_share=0.0):

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from ccstae.physics import simulate, strain
+from ccstae.physics import scans, simulate, strain
 from ccstae.core.config import load_config
 from ccstae.core.errors import UserError
 
@@ -29,7 +29,7 @@ def disk_centroid(img, centre, radius):
 def grain_scan(tmp_path_factory):
     # One grain rotated by several degrees and a 4 % strain field: disks move by up to ~2 px.
     cfg = ms_config(grain_rotation_deg=10.0, strain_amplitude=0.04, seed=3)
-    out = simulate.simulate_scan(cfg, tmp_path_factory.mktemp("ms") / "ms.h5", clean=True, progress=False)
+    out = scans.simulate_scan(cfg, tmp_path_factory.mktemp("ms") / "ms.h5", clean=True, progress=False)
     with h5py.File(out) as f:
         data = f["datacube"][:]
         # stored in the user frame; disk_centres takes the pattern frame (docs/frame.md)
@@ -77,7 +77,7 @@ def test_an_interrupted_run_resumes_and_noise_levels_share_one_run(tmp_path, mon
 
     cfg = ms_config(scan=[3, 2])
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    whole = simulate.simulate_scan(cfg, tmp_path / "a" / "w.h5", noise_w=0.2, counts=1e4, progress=False)
+    whole = scans.simulate_scan(cfg, tmp_path / "a" / "w.h5", noise_w=0.2, counts=1e4, progress=False)
     real_row = multislice.Engine.row
     done = []
 
@@ -90,12 +90,12 @@ def test_an_interrupted_run_resumes_and_noise_levels_share_one_run(tmp_path, mon
     out = tmp_path / "b" / "w.h5"
     monkeypatch.setattr(multislice.Engine, "row", failing_row)
     with pytest.raises(KeyboardInterrupt):
-        simulate.simulate_scan(cfg, out, noise_w=0.2, counts=1e4, progress=False)
+        scans.simulate_scan(cfg, out, noise_w=0.2, counts=1e4, progress=False)
     assert not out.exists() and len(list((tmp_path / "b").glob(".ms-clean-*.h5.partial"))) == 1
     done.clear()
     monkeypatch.setattr(multislice.Engine, "row",
                         lambda self, r, jitter=None: (done.append(r), real_row(self, r, jitter))[1])
-    simulate.simulate_scan(cfg, out, noise_w=0.2, counts=1e4, progress=False)
+    scans.simulate_scan(cfg, out, noise_w=0.2, counts=1e4, progress=False)
     assert done == [2]  # only the missing row was simulated again
     assert not list((tmp_path / "b").glob("*.partial"))
     with h5py.File(whole) as a, h5py.File(out) as b:
@@ -103,7 +103,7 @@ def test_an_interrupted_run_resumes_and_noise_levels_share_one_run(tmp_path, mon
         np.testing.assert_array_equal(a["ground_truth/exx"][:], b["ground_truth/exx"][:])
         assert b.attrs["noise_w"] == 0.2 and b.attrs["counts"] == 1e4 and not b.attrs["clean"]
     done.clear()  # another noise level and dose of the same sample: no multislice at all
-    other = simulate.simulate_scan(cfg, tmp_path / "b" / "w5.h5", noise_w=0.5, counts=1e3, progress=False)
+    other = scans.simulate_scan(cfg, tmp_path / "b" / "w5.h5", noise_w=0.5, counts=1e3, progress=False)
     assert done == []
     with h5py.File(other) as f, h5py.File(out) as g:
         assert f.attrs["noise_w"] == 0.5 and not np.array_equal(f["datacube"][:], g["datacube"][:])
@@ -137,7 +137,7 @@ def test_the_kinematic_twin_matches_multislice_on_the_same_sample(grain_scan, tm
 
     cfg, ms, gt, _ = grain_scan
     cfg = dict(cfg, simulate=dict(cfg["simulate"], engine="kinematic"))
-    out = simulate.simulate_scan(cfg, tmp_path / "kin.h5", clean=True, progress=False)
+    out = scans.simulate_scan(cfg, tmp_path / "kin.h5", clean=True, progress=False)
     with h5py.File(out) as f:
         kin = f["datacube"][:]
         stored = strain.swap_frame(gt)
@@ -161,7 +161,7 @@ def test_parallel_noise_levels_share_one_clean_run(tmp_path, monkeypatch):
     real_init, built = multislice.Engine.__init__, []
     monkeypatch.setattr(multislice.Engine, "__init__", lambda self, p: (built.append(1), real_init(self, p))[1])
     with ThreadPoolExecutor(2) as pool:
-        paths = list(pool.map(lambda w: simulate.simulate_scan(cfg, tmp_path / f"w{w}.h5", noise_w=w, counts=1e4,
+        paths = list(pool.map(lambda w: scans.simulate_scan(cfg, tmp_path / f"w{w}.h5", noise_w=w, counts=1e4,
                                                                progress=False), [0.0, 0.5]))
     assert len(built) == 1 and all(p.exists() for p in paths)
     assert not list(tmp_path.glob("*.partial"))
@@ -178,7 +178,7 @@ def test_the_engine_computes_here_even_beside_a_dask_client(tmp_path):
     cfg, done = ms_config(scan=[1, 2]), []
     with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, Client(cluster):
         worker = threading.Thread(target=lambda: done.append(
-            simulate.simulate_scan(cfg, tmp_path / "x.h5", progress=False)), daemon=True)
+            scans.simulate_scan(cfg, tmp_path / "x.h5", progress=False)), daemon=True)
         worker.start()
         worker.join(120)
     assert done and done[0].exists()
@@ -189,7 +189,7 @@ def test_a_noisy_multislice_cubes_twin_is_its_cached_clean_run(tmp_path, monkeyp
     from ccstae.physics import multislice
 
     cfg = ms_config(scan=[3, 2])
-    noisy = simulate.simulate_scan(cfg, tmp_path / "n.h5", noise_w=0.3, counts=1e4, progress=False)
+    noisy = scans.simulate_scan(cfg, tmp_path / "n.h5", noise_w=0.3, counts=1e4, progress=False)
     clean = next(tmp_path.glob(".ms-clean-*.h5"))
     monkeypatch.setattr(multislice.Engine, "row", lambda *a, **k: pytest.fail("rendered again"))
     twin = floor.noise_free_twin(noisy, n=6)

@@ -78,7 +78,7 @@ def test_bad_counts(clean, counts):
 
 def test_dose_in_e_per_A2_converts_through_the_scan_step(tmp_path):
     from ccstae.core.config import load_config
-    from ccstae.physics.simulate import simulate_scan
+    from ccstae.physics.scans import simulate_scan
 
     assert noise.counts_from_dose(2.5e4, 2.0) == pytest.approx(1e5)
     assert noise.dose_from_counts(1e5, 2.0) == pytest.approx(2.5e4)

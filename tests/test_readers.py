@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ccstae import cli as ccstae_cli
-from ccstae.core import data_io, readers
+from ccstae.core import data_io, overview, readers
 
 pytest.importorskip("rsciio", reason="rosettasciio is not installed (pip install -e '.[readers]')")
 
@@ -49,7 +49,7 @@ def test_nanomegas_blo_reads_in_py4dstem_order_with_its_calibration():
         data = cube.read_rows(0, 3)
         assert data.dtype == np.float32 and np.array_equal(cube.read_patterns([1, 4]), data.reshape(6, 144, 144)[[1, 4]])
         a = cube.attrs
-    row, col, radius = data_io.central_disk(data.mean((0, 1)))
+    row, col, radius = overview.central_disk(data.mean((0, 1)))
     assert abs(row - 72) < 1 and abs(col - 73) < 1 and 5 < radius < 12  # (Qx, Qy) = (row, column)
     assert a["scan_step_A"] == pytest.approx(128.0) and a["beam_energy_kv"] == 200.0
     assert a["scan_rotation_deg"] == 25.0 and 0.01 < a["k_px_inv_A"] < 0.1
@@ -68,7 +68,7 @@ def test_merlin_fpd_hdf5_reads_without_its_colour_axis():
         assert cube.attrs["exposure_ms"] == pytest.approx(7.0)
     with h5py.File(FPD) as f:
         assert np.array_equal(data, f["fpd_expt/fpd_data/data"][:, :, 0].astype(np.float32))
-    row, col, radius = data_io.central_disk(data.mean((0, 1)))
+    row, col, radius = overview.central_disk(data.mean((0, 1)))
     assert abs(row - 128) < 8 and abs(col - 128) < 8 and 3 < radius < 8  # a central disk of ~5 px
 
 

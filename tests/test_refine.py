@@ -9,7 +9,7 @@ from ccstae.core.config import load_config
 from ccstae.core.data_io import open_cube
 from ccstae.model import errorbar, network, preprocess, refine, stn
 from ccstae.physics import noise, strain
-from ccstae.physics.simulate import simulate_scan
+from ccstae.physics.scans import simulate_scan
 
 COUNTS = 2e5
 

@@ -160,7 +160,7 @@ def test_a_cube_without_a_visible_lattice_scores_the_baseline_as_a_flat_map(tmp_
     """baseline_maps refuses a cube with no visible lattice (very noisy cubes): the study records the
     baseline as fitting nothing, scored like its unfitted positions (the reference lattice), not a crash."""
     from ccstae.analysis import baseline
-    from ccstae.physics.simulate import simulate_scan
+    from ccstae.physics.scans import simulate_scan
 
     if not baseline.available()[0]:
         pytest.skip(baseline.available()[1])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ccstae.core import data_io
-from ccstae.physics import simulate
+from ccstae.physics import scans, simulate
 from ccstae.physics.strain import STRAIN_FRAME, swap_frame
 from ccstae.core.config import load_config
 from ccstae.core.errors import UserError
@@ -163,8 +163,8 @@ def test_disks_that_do_not_fit_are_refused(default_sim):
 
 def test_simulate_scan_clean_and_noisy(tmp_path):
     cfg = load_config("tiny")
-    clean = simulate.simulate_scan(cfg, tmp_path / "clean.h5", clean=True, progress=False)
-    noisy = simulate.simulate_scan(cfg, tmp_path / "noisy.h5", noise_w=0.5, counts=1e4, progress=False)
+    clean = scans.simulate_scan(cfg, tmp_path / "clean.h5", clean=True, progress=False)
+    noisy = scans.simulate_scan(cfg, tmp_path / "noisy.h5", noise_w=0.5, counts=1e4, progress=False)
     gt = simulate.ground_truth_maps(cfg)
     stored = swap_frame(gt)  # cubes hold the user frame (docs/frame.md)
     with data_io.open_cube(clean) as a, data_io.open_cube(noisy) as b:
@@ -185,8 +185,8 @@ def test_simulate_scan_clean_and_noisy(tmp_path):
 
 def test_seed_reproduces_and_rows_limits(tmp_path):
     cfg = load_config("tiny")
-    a = simulate.simulate_scan(cfg, tmp_path / "a.h5", noise_w=0.2, seed=5, progress=False, rows=3)
-    b = simulate.simulate_scan(cfg, tmp_path / "b.h5", noise_w=0.2, seed=5, progress=False, rows=3)
+    a = scans.simulate_scan(cfg, tmp_path / "a.h5", noise_w=0.2, seed=5, progress=False, rows=3)
+    b = scans.simulate_scan(cfg, tmp_path / "b.h5", noise_w=0.2, seed=5, progress=False, rows=3)
     with data_io.open_cube(a) as ca, data_io.open_cube(b) as cb:
         assert ca.shape == (3, 12, 32, 32) and ca.ground_truth["exx"].shape == (3, 12)
         assert np.array_equal(ca.read_rows(0, 3), cb.read_rows(0, 3))
@@ -198,11 +198,11 @@ def test_existing_output_refused_and_failure_leaves_it_intact(tmp_path, monkeypa
     out = tmp_path / "cube.h5"
     out.write_bytes(b"precious")
     with pytest.raises(UserError, match="cube.h5"):
-        simulate.simulate_scan(cfg, out, progress=False)
+        scans.simulate_scan(cfg, out, progress=False)
     assert out.read_bytes() == b"precious"
 
     calls = []
-    real = simulate.render_patterns
+    real = scans.render_patterns
 
     def failing(*args, **kw):
         calls.append(1)
@@ -210,8 +210,8 @@ def test_existing_output_refused_and_failure_leaves_it_intact(tmp_path, monkeypa
             raise RuntimeError("disk full")
         return real(*args, **kw)
 
-    monkeypatch.setattr(simulate, "render_patterns", failing)
+    monkeypatch.setattr(scans, "render_patterns", failing)
     with pytest.raises(RuntimeError):
-        simulate.simulate_scan(cfg, out, overwrite=True, progress=False)
+        scans.simulate_scan(cfg, out, overwrite=True, progress=False)
     assert out.read_bytes() == b"precious"
     assert [p.name for p in tmp_path.iterdir()] == ["cube.h5"]  # no temp file left behind

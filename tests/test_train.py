@@ -7,7 +7,7 @@ import pytest
 from ccstae.model import train
 from ccstae.core.config import load_config
 from ccstae.core.errors import UserError
-from ccstae.physics.simulate import simulate_scan
+from ccstae.physics.scans import simulate_scan
 
 
 @pytest.fixture(scope="module")

@@ -122,7 +122,7 @@ class BaselineParams:
 
 def _central_beam(mean: np.ndarray) -> dict:
     """Centre, radius and edge width of the central disk in the mean pattern (background removed)."""
-    from ccstae.core.data_io import central_disk
+    from ccstae.core.overview import central_disk
 
     row, col, radius = central_disk(mean)
     rho = np.hypot(*(np.indices(mean.shape) - np.array([row, col])[:, None, None]))
@@ -407,7 +407,8 @@ def baseline_command(cube_path, out, region=None, stat: str = "mean", dataset=No
 
     Nothing is written unless the whole chain succeeded.
     """
-    from ccstae.core.data_io import check_output, open_cube
+    from ccstae.core.data_io import open_cube
+    from ccstae.core.outputs import check_output
     from ccstae.analysis.evaluate import check_outputs, input_calibration, write_maps_emd, write_strain_h5
 
     check_outputs(out, overwrite)

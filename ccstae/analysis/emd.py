@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ccstae.core.data_io import atomic_path
+from ccstae.core.outputs import atomic_path
 from ccstae.physics import strain
 
 NAME = "strain_map"

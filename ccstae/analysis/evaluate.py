@@ -12,8 +12,9 @@ from ccstae.model import refine as refine_mod
 from ccstae.physics import strain
 from ccstae.analysis import emd
 from ccstae.analysis.emd import region_bounds
-from ccstae.core.data_io import atomic_path, open_cube, write_json
-from ccstae.core.data_io import calibration as calibration_of
+from ccstae.core.data_io import open_cube
+from ccstae.core.outputs import atomic_path, write_json
+from ccstae.core.overview import calibration as calibration_of
 from ccstae.core.errors import DataError, UserError
 from ccstae.analysis.floor import cube_noise_floor
 from ccstae.model.run import Run, check_pattern_size, predict_raw
@@ -130,7 +131,7 @@ def write_maps_emd(out: Path, maps: dict, cal: dict, attrs: dict, region, shape)
 
 
 def input_calibration(cube) -> dict:
-    """The calibrations an EMD file records, from a cube (data_io.calibration), plus its format and detector."""
+    """The calibrations an EMD file records, from a cube (overview.calibration), plus its format and detector."""
     return {**calibration_of(cube), "format": cube.format, "detector": cube.detector}
 
 

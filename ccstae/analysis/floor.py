@@ -3,7 +3,7 @@ simulated cube, so that a model's skill sits between this floor and a flat map's
 
 model/health.noise_floor computes the Cramer-Rao bound from noise-free patterns; here those
 come from the noise-free twin of a noisy cube that `ccstae simulate` wrote (its attrs hold the
-whole config and the seed). Kept apart from ccstae/physics/simulate.py and ccstae/model/health.py on purpose:
+whole config and the seed). Kept apart from ccstae/physics/scans.py and ccstae/model/health.py on purpose:
 those are hashed into the stage keys of data and runs (ccstae/pipeline/stages.py), and a report-only
 figure must not make every cached cube and run stale.
 """
@@ -22,13 +22,13 @@ def noise_free_twin(cube_path, n: int = 16) -> np.ndarray | None:
     cube written by `ccstae simulate` was drawn from; None for any other cube (a detector's, a
     clean one).
 
-    Multislice: read from the clean run cached beside the cube (simulate._clean_multislice, the
+    Multislice: read from the clean run cached beside the cube (scans.clean_multislice, the
     very run the noise was drawn on). Kinematic: the same rows simulated again without noise
     (the sample and the probe jitter come from the seed alone), once for all the cubes of one
     sample (a study's noise levels and doses)."""
     import h5py
 
-    from ccstae.physics import simulate
+    from ccstae.physics import scans
     from ccstae.core.data_io import open_cube
 
     with open_cube(cube_path) as cube:
@@ -40,7 +40,7 @@ def noise_free_twin(cube_path, n: int = 16) -> np.ndarray | None:
     ry, total = shape[1], shape[0] * shape[1]
     index = np.unique(np.linspace(0, total - 1, max(1, min(n, total))).astype(int))
     if cfg["simulate"].get("engine") == "multislice":
-        clean = simulate._clean_multislice(cfg, Path(cube_path), rows, progress=False)
+        clean = scans.clean_multislice(cfg, Path(cube_path), rows, progress=False)
         with h5py.File(clean, "r") as f:
             return np.stack([f["datacube"][i // ry, i % ry] for i in index]).astype(np.float64)
     return _kinematic_twin(attrs["config"], int(index[-1] // ry) + 1, tuple(index.tolist())).copy()
@@ -49,11 +49,11 @@ def noise_free_twin(cube_path, n: int = 16) -> np.ndarray | None:
 @lru_cache(maxsize=8)
 def _kinematic_twin(config_json: str, rows: int, index: tuple) -> np.ndarray:
     """The patterns at flat `index` of the config's first `rows` scan rows, simulated without noise."""
-    from ccstae.physics import simulate
+    from ccstae.physics import scans
     from ccstae.core.data_io import open_cube
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = simulate.simulate_scan(json.loads(config_json), Path(tmp) / "clean.h5", clean=True, progress=False,
+        path = scans.simulate_scan(json.loads(config_json), Path(tmp) / "clean.h5", clean=True, progress=False,
                                       rows=rows)
         with open_cube(path) as clean:
             return clean.read_patterns(np.asarray(index)).astype(np.float64)

@@ -13,19 +13,21 @@ Our layout (written by `CubeWriter` / `write_cube`, e.g. from `ccstae simulate`)
 (`/<name>_root/datacube/data`), any HDF5 file with a 4D dataset (named or unique) and
 `.npy` files (memory-mapped). A Cube never loads the whole data: it reads scan rows,
 batches or sorted random samples on demand, so cubes larger than memory work.
+
+Atomic output files are ccstae/core/outputs.py; a cube's summary and overview (`ccstae
+inspect`) ccstae/core/overview.py.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from ccstae.core.errors import DataError, UserError
+from ccstae.core.outputs import atomic_path, check_output
 
 CHUNK_BYTES = 4 * 2**20  # target HDF5 chunk size: one scan row, or part of one if bigger
 CACHE_BYTES = 64 * 2**20  # HDF5 chunk cache per open file, so sorted random reads hit it
@@ -50,89 +52,6 @@ def user_frame_ground_truth(gt: dict | None, attrs: dict) -> dict | None:
 
 # ---------------------------------------------------------------------------------------
 # Writing
-
-
-def check_output(path, overwrite: bool = False) -> Path:
-    """Refuse an existing output unless overwrite; create the output folder if needed."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: output is a directory")
-    if path.exists() and not overwrite:
-        raise UserError(f"{path}: output file exists (use --overwrite to replace it)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{path}: cannot create the output folder ({e.strerror})") from None
-    return path
-
-
-def atomic_write(path, data) -> Path:
-    """Write text or bytes to `path` through a temp file and a rename (replaces an existing file)."""
-    with atomic_path(path, overwrite=True) as tmp:
-        (tmp.write_bytes if isinstance(data, bytes) else tmp.write_text)(data)
-    return Path(path)
-
-
-def _json_default(v):
-    """numpy scalars and arrays, and paths, as JSON values (results carry all three)."""
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"not JSON serializable: {type(v).__name__}")
-
-
-def write_json(path, obj, **kw) -> Path:
-    """JSON through atomic_write (indented; numpy values and paths allowed)."""
-    return atomic_write(path, json.dumps(obj, **{"indent": 1, "default": _json_default, **kw}))
-
-
-def save_figure(fig, path, dpi: int = 90) -> Path:
-    """A matplotlib figure as PNG through a temp file and a rename; the figure is closed."""
-    import matplotlib.pyplot as plt
-
-    try:
-        with atomic_path(path, overwrite=True) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi)
-    finally:
-        plt.close(fig)
-    return Path(path)
-
-
-@contextmanager
-def atomic_path(path, overwrite: bool = False):
-    """Yield a temp path next to `path`; on success it replaces `path`, on failure it is removed.
-
-    Readers never see a half-written file, and a failed run leaves the old file untouched.
-    """
-    path = check_output(path, overwrite)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.tmp-")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like any new file
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def file_lock(path):
-    """Hold an exclusive lock on `path` (created if absent) for the block: workers of a study that
-    need the same file (one cached clean multislice run) make it once; the others wait, then reuse it."""
-    import fcntl
-
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _attr_value(v):
@@ -516,121 +435,3 @@ def _open_npy(path: Path) -> Cube:
     if data.dtype.kind not in "iuf":
         raise DataError(f"{path}: array holds {data.dtype}, not numbers")
     return Cube(path, data, dataset_name=None, format="NumPy .npy")
-
-
-# ---------------------------------------------------------------------------------------
-# Inspection (`ccstae inspect`)
-
-
-def calibration(cube: Cube) -> dict:
-    """The calibrations a cube's file records: scan_step_A (Rx step, Angstrom), k_px_inv_A
-    (reciprocal pixel size, 1/Angstrom) and beam_energy_kv, those present (simulated cubes and
-    camera files use the same names; ccstae/core/readers.py)."""
-    a = cube.attrs
-    found = {"scan_step_A": a.get("scan_step_A"), "k_px_inv_A": a.get("k_px_inv_A"),
-             "beam_energy_kv": a.get("beam_energy_kv", a.get("simulate.beam_energy_kv"))}
-    return {k: float(v) for k, v in found.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def summary(cube: Cube) -> str:
-    """A few lines describing a cube: shape, dtype, attributes, ground truth."""
-    lines = [f"file:         {cube.path}",
-             f"format:       {cube.format}",
-             f"detector:     {cube.detector}"]
-    if cube.dataset_name:
-        lines.append(f"dataset:      {cube.dataset_name}")
-    lines += [f"shape:        {cube.shape}  (Rx, Ry, Qx, Qy)",
-              f"dtype:        {cube.dtype}",
-              f"patterns:     {len(cube)}"]
-    cal = calibration(cube)
-    known = [f"{label} {cal[k]:.4g} {unit}" for k, label, unit in (
-        ("scan_step_A", "scan step", "A"), ("k_px_inv_A", "reciprocal pixel", "1/A"),
-        ("beam_energy_kv", "beam", "kV")) if k in cal]
-    lines.append(f"calibration:  {', '.join(known) if known else 'none recorded (pixels)'}")
-    lines += [f"note:         {n}" for n in cube.notes]
-    if cube.ground_truth:
-        maps = ", ".join(f"{k} [{np.min(v):.4g}, {np.max(v):.4g}]" for k, v in sorted(cube.ground_truth.items()))
-        lines.append(f"ground truth: {maps}")
-    else:
-        lines.append("ground truth: none")
-    if cube.attrs:
-        lines.append("attributes:")
-        for k, v in sorted(cube.attrs.items()):
-            text = str(v)
-            lines.append(f"  {k} = " + (text if len(text) <= 100 else f"<{len(text)} chars>"))
-    return "\n".join(lines)
-
-
-def central_disk(mean_pattern: np.ndarray):
-    """(row, col, radius) of the bright central disk: the half-maximum blob holding the maximum."""
-    from scipy import ndimage
-
-    img = ndimage.gaussian_filter(np.asarray(mean_pattern, np.float64), 0.7)
-    labels, _ = ndimage.label(img >= 0.5 * img.max())
-    blob = labels == labels[np.unravel_index(np.argmax(img), img.shape)]
-    row, col = ndimage.center_of_mass(blob)
-    return float(row), float(col), float(np.sqrt(blob.sum() / np.pi))
-
-
-def virtual_images(cube: Cube, batch_size: int = 1024, progress: bool = False, n_mean: int = 512):
-    """Virtual bright-field and annular dark-field images (Rx, Ry), streamed over the cube.
-
-    Masks come from the data: the central disk (found on the mean of a random sample) is the
-    bright field, the annulus from twice its radius to the detector edge the dark field.
-    Returns (bf, adf, info) with info = {row, col, radius, adf_inner, adf_outer}.
-    """
-    from tqdm import tqdm
-
-    mean = cube.sample(n_mean, np.random.default_rng(0)).mean(axis=0)
-    row, col, radius = central_disk(mean)
-    qx, qy = cube.shape[2:]
-    rr, cc = np.mgrid[:qx, :qy]
-    r = np.hypot(rr - row, cc - col)
-    inner, outer = 2 * radius, 0.48 * min(qx, qy)
-    bf_mask, adf_mask = (r <= radius + 0.5).astype(np.float32), ((r >= inner) & (r <= outer)).astype(np.float32)
-    bf, adf = np.zeros(len(cube), np.float64), np.zeros(len(cube), np.float64)
-    with tqdm(total=len(cube), disable=not progress, desc="virtual images", unit="pattern", dynamic_ncols=True) as bar:
-        for start, batch in cube.iter_batches(batch_size):
-            bf[start:start + len(batch)] = np.einsum("nij,ij->n", batch, bf_mask)
-            adf[start:start + len(batch)] = np.einsum("nij,ij->n", batch, adf_mask)
-            bar.update(len(batch))
-    info = {"row": row, "col": col, "radius": radius, "adf_inner": inner, "adf_outer": outer}
-    return bf.reshape(cube.shape[:2]), adf.reshape(cube.shape[:2]), info
-
-
-def save_overview_png(cube: Cube, out_path, progress: bool = False) -> Path:
-    """PNG overview, written atomically: 4 patterns (sqrt scale), virtual BF / ADF, ground truth."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Circle
-
-    bf, adf, info = virtual_images(cube, progress=progress)
-    n = len(cube)
-    index = np.unique(np.linspace(0, n - 1, 4).astype(np.int64))
-    patterns = cube.read_patterns(index)
-    gt = cube.ground_truth or {}
-    maps = [k for k in GT_MAPS if k in gt]
-    ncols = max(len(index), 2, len(maps))
-    nrows = 3 if maps else 2
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    ry = cube.shape[1]
-    for ax, i, p in zip(axes[0], index, patterns):
-        ax.imshow(np.sqrt(np.maximum(p, 0)), cmap="inferno")
-        ax.set_title(f"pattern ({i // ry}, {i % ry}), sqrt", fontsize=9)
-    for ax, img, title in ((axes[1, 0], bf, "virtual BF"), (axes[1, 1], adf, "virtual ADF")):
-        ax.imshow(img, cmap="gray")
-        ax.set_title(title, fontsize=9)
-    ax = axes[0, 0]
-    for rad in (info["radius"] + 0.5, info["adf_inner"], info["adf_outer"]):
-        ax.add_patch(Circle((info["col"], info["row"]), rad, fill=False, color="cyan", lw=0.6))
-    for ax, k in zip(axes[2] if maps else [], maps):
-        img = np.degrees(gt[k]) if k == "theta" else gt[k]
-        im = ax.imshow(img, cmap="tab20" if k == "grain" else "RdBu_r")
-        ax.set_title(f"{k} (deg)" if k == "theta" else k, fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle(f"{cube.path.name}  {cube.shape}", fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, out_path, dpi=80)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ccstae.core.data_io import atomic_write
+from ccstae.core.outputs import atomic_write
 from ccstae.core.errors import UserError
 
 from ccstae.firmware import estimate as E

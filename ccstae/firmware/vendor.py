@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ccstae.core.data_io import atomic_path, atomic_write
+from ccstae.core.outputs import atomic_path, atomic_write
 from ccstae.core.errors import UserError
 
 TOOLS = ("vitis_hls", "vitis-run", "vivado_hls")

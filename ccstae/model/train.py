@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from ccstae.model import errorbar, health, measure, network, preprocess, refine, stn
 from ccstae.physics import lattice, noise
-from ccstae.core.data_io import atomic_path, open_cube, write_json
+from ccstae.core.data_io import open_cube
+from ccstae.core.outputs import atomic_path, write_json
 from ccstae.core.errors import UserError
 
 NOISE_MODES = ("none", "fixed", "mixed", "curriculum", "auto")  # auto: chosen from the cube (fit_preprocess)

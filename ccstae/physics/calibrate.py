@@ -79,7 +79,7 @@ def find_bad_pixels(stats: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def _disk_radius(patterns: np.ndarray) -> float:
     """The central beam's radius from patterns rolled onto their brightest point and averaged."""
-    from ccstae.core.data_io import central_disk
+    from ccstae.core.overview import central_disk
 
     P = patterns.shape[-1]
     c = P // 2
@@ -283,7 +283,8 @@ def calibrate_cube(cube, degree: int = 3, rotation_deg: float | None = None, fli
 def calibrate_command(input_path, out, dataset=None, degree: int = 3, rotation_deg=None, flip=None,
                       overwrite: bool = False, progress: bool = True) -> C.Calibration:
     """`ccstae calibrate`: measure and write calib.json atomically."""
-    from ccstae.core.data_io import check_output, open_cube, write_json
+    from ccstae.core.data_io import open_cube
+    from ccstae.core.outputs import check_output, write_json
 
     out = check_output(out, overwrite)
     if (rotation_deg is None) != (flip is None):

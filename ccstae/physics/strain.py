@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ccstae.core.data_io import save_figure
+from ccstae.core.outputs import save_figure
 from ccstae.core.errors import UserError
 
 MAPS = ("exx", "eyy", "exy", "theta")

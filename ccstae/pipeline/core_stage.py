@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ccstae.analysis.evaluate import truth_maps
 from ccstae.analysis.floor import skill_lines
-from ccstae.core.data_io import open_cube, write_json
+from ccstae.core.data_io import open_cube
+from ccstae.core.outputs import write_json
 from ccstae.core.errors import UserError
 from ccstae.firmware import centroid_estimate, centroid_stage
 from ccstae.pipeline import stages

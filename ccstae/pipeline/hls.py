@@ -21,7 +21,8 @@ from ccstae.pipeline.clock import Stopwatch, reference_op_seconds
 from ccstae.firmware import estimate as E
 from ccstae.model import errorbar, health
 from ccstae.core.config import load_config
-from ccstae.core.data_io import open_cube, write_json
+from ccstae.core.data_io import open_cube
+from ccstae.core.outputs import write_json
 from ccstae.analysis.evaluate import calibration, calibration_text, maps_from_raw, truth_maps
 from ccstae.analysis.floor import skill_lines
 from ccstae.core.errors import UserError

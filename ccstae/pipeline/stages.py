@@ -31,7 +31,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from ccstae.core.data_io import write_json
+from ccstae.core.outputs import write_json
 from ccstae.pipeline.closure import closure
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository root (ccstae/pipeline/stages.py)
@@ -41,7 +41,7 @@ STAGE_FILE = "stage.json"
 # (ccstae/pipeline/closure.py), plus the non-Python files the stage reads (globs from the repository
 # root). Edit any of them and the stage, and every later one, is redone.
 CODE = {
-    "data": ("ccstae.physics.simulate",),
+    "data": ("ccstae.physics.scans",),
     "float": ("ccstae.model.train",),
     "qat": ("ccstae.quant.qat",),
     "firmware": ("ccstae.pipeline.hls",),
@@ -198,7 +198,7 @@ def _distorted(cfg: dict) -> bool:
 
 def ensure_train_cube(cfg: dict, folder: Path, progress: bool = False) -> StageResult:
     """The config's clean simulated training cube, named by its key."""
-    from ccstae.physics import simulate
+    from ccstae.physics import scans
 
     key = key_of(train_cube_description(cfg))
     path = Path(folder) / f"train-{key[:16]}.h5"
@@ -206,7 +206,7 @@ def ensure_train_cube(cfg: dict, folder: Path, progress: bool = False) -> StageR
         return StageResult("data", path, key, ran=False)
     t0 = time.time()
     path.parent.mkdir(parents=True, exist_ok=True)
-    simulate.simulate_training_sample(cfg, path, progress=progress)
+    scans.simulate_training_sample(cfg, path, progress=progress)
     return StageResult("data", path, key, ran=True, seconds=round(time.time() - t0, 1))
 
 
@@ -219,7 +219,7 @@ def ensure_test_cube(cfg: dict, folder: Path, level: float, seed: int, counts: f
                      progress: bool = False) -> StageResult:
     """One noisy simulated test scan (level w, seed, electrons per pattern; None: the config's
     [noise] counts), named by its key."""
-    from ccstae.physics.simulate import simulate_scan
+    from ccstae.physics.scans import simulate_scan
 
     key = key_of(test_cube_description(cfg, level, seed, counts))
     path = test_cube_path(folder, level, seed, counts, key)

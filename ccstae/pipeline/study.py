@@ -9,7 +9,7 @@ are done, on whichever worker is free. Where the tasks run:
     tcp://HOST:8786       a running cluster (`dask scheduler` + `dask worker` per machine); the
                           study's folders must be on a filesystem every machine shares
 
-Every task writes its own result (atomically, model/data_io) before it returns, and a study
+Every task writes its own result (atomically, core/outputs) before it returns, and a study
 skips results that are already there: a study resumes after a killed worker (Dask reruns the
 lost task elsewhere) or an interrupted run (run it again).
 """

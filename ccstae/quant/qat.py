@@ -19,7 +19,7 @@ import numpy as np
 
 from ccstae.model import train
 from ccstae.core.config import load_config, stale, validate
-from ccstae.core.data_io import write_json
+from ccstae.core.outputs import write_json
 from ccstae.core.errors import UserError
 from ccstae.model.run import encoder_fingerprint, load_run
 from ccstae.quant import prune, qmodel

@@ -236,7 +236,7 @@ def qencoder_summary(model: keras.Model) -> str:
 
 def save_qencoder(model: keras.Model, path) -> None:
     """Save as Keras HDF5 (quantizers in the config), atomically: temp file, then rename."""
-    from ccstae.core.data_io import atomic_path
+    from ccstae.core.outputs import atomic_path
 
     with atomic_path(path, overwrite=True) as tmp:
         model.save(tmp, save_format="h5", include_optimizer=False)

@@ -39,7 +39,7 @@ from ccstae.studies.robustness_eval import BASELINE, run_baseline_cell  # noqa: 
 from ccstae.studies.robustness_report import format_findings, write_outputs
 from ccstae.pipeline.study import open_tasks
 from ccstae.core.config import validate
-from ccstae.core.data_io import write_json
+from ccstae.core.outputs import write_json
 from ccstae.core.errors import UserError
 
 # ----------------------------------------------------------------------------- settings

@@ -13,8 +13,7 @@ import numpy as np
 
 from ccstae.studies.report import _csv_text
 from ccstae.studies.robustness_eval import BASELINE, MAP_KEYS, MODELS
-from ccstae.core import data_io
-from ccstae.core.data_io import write_json
+from ccstae.core.outputs import atomic_write, save_figure, write_json
 
 
 def long_rows(cells: dict) -> list[dict]:
@@ -288,12 +287,12 @@ def write_outputs(out: Path, cfg: dict, s: dict, cubes: list, cells: dict) -> di
     for m in models:
         heatmaps(out / f"heatmap_{m}.png", agg, cells, m, labels, cfg["name"])
         lines_plot(out / f"lines_{m}.png", agg, cells, m, s, cfg["name"])
-    data_io.atomic_write(out / "report.md", report_md(summary, cfg, s, cells, agg, labels, models))
+    atomic_write(out / "report.md", report_md(summary, cfg, s, cells, agg, labels, models))
     return summary
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    data_io.atomic_write(path, _csv_text(rows))
+    atomic_write(path, _csv_text(rows))
 
 
 def heatmaps(path: Path, agg, cells, model, labels, title) -> None:
@@ -336,7 +335,7 @@ def heatmaps(path: Path, agg, cells, model, labels, title) -> None:
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(f"{title}: {model} model, mean ± std over seeds (train regime x test level)")
     fig.tight_layout()
-    data_io.save_figure(fig, path, dpi=90)
+    save_figure(fig, path, dpi=90)
 
 
 def lines_plot(path: Path, agg, cells, model, s, title) -> None:
@@ -374,7 +373,7 @@ def lines_plot(path: Path, agg, cells, model, s, title) -> None:
         axes[0].legend(fontsize=7)
     fig.suptitle(f"{title}: {model} model, MAE vs test noise per training regime")
     fig.tight_layout()
-    data_io.save_figure(fig, path, dpi=90)
+    save_figure(fig, path, dpi=90)
 
 
 def report_md(summary, cfg, s, cells, agg, labels, models) -> str:

@@ -39,7 +39,7 @@ from ccstae.pipeline.study import open_tasks
 from ccstae.studies.sweep_grid import AXES, grid, run_dirs, settings, variant_config, variant_key, variant_name  # noqa: F401
 from ccstae.studies.sweep_report import add_sweep_sections
 from ccstae.core.config import load_config
-from ccstae.core.data_io import write_json
+from ccstae.core.outputs import write_json
 from ccstae.core.errors import UserError
 
 

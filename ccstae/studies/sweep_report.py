@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ccstae.firmware import estimate as E
 from ccstae.studies import report
-from ccstae.core.data_io import atomic_write
+from ccstae.core.outputs import atomic_write
 
 
 def goals(cfg: dict, rec: dict) -> dict:
