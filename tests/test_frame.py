@@ -53,12 +53,12 @@ def cube(tmp_path_factory):
     sample is uniform_maps(): the left half unstrained, the right half KNOWN."""
     cfg = load_config("default")
     cfg["simulate"] = dict(cfg["simulate"], scan=[RX, RY])
-    real = simulate.ground_truth_maps
-    simulate.ground_truth_maps = lambda p: uniform_maps()
+    real = scans.ground_truth_maps  # simulate_scan's (ccstae/physics/scans.py) own name for it
+    scans.ground_truth_maps = lambda p: uniform_maps()
     try:
         path = scans.simulate_scan(cfg, tmp_path_factory.mktemp("frame") / "cube.h5", clean=True, progress=False)
     finally:
-        simulate.ground_truth_maps = real
+        scans.ground_truth_maps = real
     with open_cube(path) as c:
         data, gt, attrs = c.read_rows(0, RX), c.ground_truth, c.attrs
     return data, gt, attrs, simulate.sim_params(cfg)
