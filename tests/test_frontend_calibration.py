@@ -30,14 +30,15 @@ def session_cube(path, seed, noise_w, **distortion):
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
-    """One simulated session per noise level (seed 9: no choice was made on it), its calibration from
-    the data, and the counts a detector delivers."""
+    """One simulated session per noise level (seed 9: no choice was made on it), the calibration
+    `ccstae calibrate` measures on the first (the microscope's, so the same for every level), and the
+    counts a detector delivers."""
     tmp = tmp_path_factory.mktemp("session")
-    levels = {}
+    levels, cal = {}, None
     for w in LEVELS:
         path, cfg = session_cube(tmp / f"w{w}.h5", seed=9, noise_w=w, **SESSION)
         with open_cube(path) as cube:
-            cal = calibrate.calibrate_cube(cube)
+            cal = cal or calibrate.calibrate_cube(cube)
             counts = pp.to_counts(cube.read_patterns(np.arange(len(cube))), cfg["noise"]["counts"])
         with h5py.File(path) as f:
             truth = {k: f["distortion"][k][()] for k in ("origin", "bad_pixels")}
@@ -138,15 +139,33 @@ def test_bit_exact_when_a_bin_spans_words(project, session):
     check_session(*project, session, binning=2, crop=8, ppc=1, per_level=100, testbench=False)
 
 
-def test_calibration_off_is_the_plain_front_end(project):
-    """Without a calibration the header compiles the logic out and the library takes no shifts."""
-    prj, qenc = project
+def test_calibration_off_is_the_plain_front_end():
+    """Without a calibration the header compiles the logic out (tests/test_frontend.py builds and checks
+    that front end), and the geometry says so."""
     params = run_params(4, 0)
     text = fe.params_header(params, 8)
     assert "#define CCSTAE_BAD_PIXELS 0" in text and "#define CCSTAE_ORIGIN_SHIFT 0" in text
     assert "bool RAW_KEEP" not in text
-    fe.write_frontend(prj, params, 8)
-    lib = fe.CompiledFrontend(prj)
-    assert not lib.origin_shift
-    with pytest.raises(ValueError, match="without CCSTAE_ORIGIN_SHIFT"):
-        lib.predict(np.zeros((1, 64, 64), np.int64), [[0, 0]])
+    geometry = fe.geometry(params, 8)
+    assert not geometry["bad_pixels"] and not geometry["origin_shift"]
+
+
+def test_estimate_of_the_calibration_logic():
+    """Off: the estimate is the plain front end's. On: a bad-pixel ROM, the ping-pong binned frame and
+    one more process, and the ARINA still keeps up at its raw rate (the raw frame's read stays the II)."""
+    from ccstae.firmware import estimate as E
+    from ccstae.firmware import frontend_estimate as FE
+
+    encoder = E.finish({"kind": "stub", "clock_period_ns": 5.0, "ii_cycles": 900, "latency_cycles": 920,
+                        "total": {"LUT": 100_000, "FF": 20_000, "DSP": 0, "BRAM18": 40}})
+    plain = {"pattern": 64, "binning": 2, "crop": 1, "pixels_per_clock": 4, "count_bits": 16, "lut_depth": 2000,
+             "lut_bits": 8}
+    off = FE.estimate_frontend(dict(plain, bad_pixels=False, origin_shift=False))
+    assert off == {**FE.estimate_frontend(plain), "geometry": off["geometry"]}
+    on = FE.estimate_frontend(dict(plain, bad_pixels=True, origin_shift=True))
+    names = {p["name"] for p in on["parts"]} - {p["name"] for p in off["parts"]}
+    assert {"bad-pixel ROM + gates", "binned frame (ping-pong)"} <= names
+    assert on["total"]["BRAM18"] > off["total"]["BRAM18"] and on["ii_cycles"] == off["ii_cycles"]
+    assert on["extra_latency_cycles"] == (32 - 2) ** 2
+    arina = {r["key"]: r for r in FE.raw_rate_table(dict(plain, bad_pixels=True, origin_shift=True), encoder)}["arina"]
+    assert arina["keeps_up_raw"] and arina["ii_cycles"] == 96 * 96 // arina["pixels_per_clock"]
