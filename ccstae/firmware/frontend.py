@@ -10,6 +10,8 @@ buffer, crop, mask, LUT, then hls4ml's `myproject`); what this module writes is 
 firmware/frontend_params.h: sizes, widths and the ROM contents (the LUT and the mask) of one run,
 from ccstae/model/preprocess.py's PreprocessParams. Both C-simulations are compared bit for bit with
 the Python reference: preprocess_counts (the same integer path QAT trains on) + the QKeras encoder.
+A session's calibration (bad pixels, an origin shift per pattern) is compiled in only when params
+carry it (ccstae/firmware/frontend_session.py; predict/compare/make_tb_data then take shifts).
 """
 from __future__ import annotations
 
