@@ -17,6 +17,11 @@ ccstae/firmware/estimate.py reads hls4ml's templates:
   (LUT_DEPTH x CODE_BITS) and a saturating index compare. ROMs go to BRAM18 when deep (as the
   encoder's memories do); no DSP anywhere in the front end.
 * Streams: the binned-word FIFO holds one binned row; the others are a few registers.
+* A session's calibration (geometry "bad_pixels", "origin_shift"; both off by default, compiled out):
+  a ROM of one bit per raw pixel, read one word per clock, gating the counts into the adders; and
+  instead of crop_mask_lut a ping-pong buffer of the binned frame (store_binned, one word per clock)
+  read through the shifted window (window_mask_lut, one encoder pixel per clock): two address adders
+  and four bound compares, one more dataflow process, and one binned frame more latency.
 * Throughput: the stages run concurrently (DATAFLOW) with the encoder, so a pattern takes the
   largest of RAW_H x RAW_W / PIXELS_PER_CLOCK clocks (reading the raw frame), BIN_H x BIN_W
   (crop + LUT, one binned pixel per clock) and the encoder's II.
@@ -84,6 +89,17 @@ def estimate_frontend(geometry: dict, clock_period_ns: float = 5.0, constants: d
     fifo = E.memory_cost(bin_w // groups, groups * sum_bits, c)
     add("binned-row FIFO", lut=fifo["LUT"], bram=fifo["BRAM18"],
         note=f"{bin_w // groups} x {groups * sum_bits} bits, {fifo['where']}")
+    if geometry.get("bad_pixels"):
+        rom = E.memory_cost(p * p // ppc, ppc, c)
+        add("bad-pixel ROM + gates", lut=rom["LUT"] + ppc * bits, bram=rom["BRAM18"],
+            note=f"{p * p // ppc:,} x {ppc} bits ({rom['where']}); one LUT per gated count bit")
+    shifted = bool(geometry.get("origin_shift"))
+    if shifted:
+        frame = E.memory_cost(bin_w * bin_w // groups, sum_bits, c)
+        add("binned frame (ping-pong)", lut=2 * groups * frame["LUT"], bram=2 * groups * frame["BRAM18"],
+            note=f"2 x {bin_w} x {bin_w} x {sum_bits} bits in {groups} bank(s), {frame['where']}")
+        add("window: shift word, address, bounds", lut=2 * 16 + 4 * 16 + 2 * 16, ff=2 * 16 + 2 * 16,
+            note="(dy, dx) 16-bit; two address adders, four bound compares, the outside-reads-0 mux")
     # crop_mask_lut: word mux, counters and crop compares, saturating index, two ROMs.
     if geometry.get("masked", True):
         mask = E.memory_cost(enc * enc, 1, c)
@@ -93,11 +109,19 @@ def estimate_frontend(geometry: dict, clock_period_ns: float = 5.0, constants: d
         note=f"{int(geometry['lut_depth']):,} x {geometry['lut_bits']} bits, {lut['where']}")
     add("crop, mask, saturate", lut=sum_bits * math.ceil(max(groups - 1, 0) / 3) + 2 * sum_bits + 4 * 16,
         ff=groups * sum_bits + 2 * 16 + int(geometry["lut_bits"]))
-    add("dataflow control (3 processes)", lut=3 * PROCESS_OVERHEAD["LUT"], ff=3 * PROCESS_OVERHEAD["FF"])
+    n_proc = 3 + shifted
+    add(f"dataflow control ({n_proc} processes)", lut=n_proc * PROCESS_OVERHEAD["LUT"], ff=n_proc * PROCESS_OVERHEAD["FF"])
     total = {r: sum(x[r] for x in parts) for r in E.RESOURCES}
-    cycles = {"read raw frame": p * p // ppc, "crop + LUT": bin_w * bin_w}
+    if shifted:
+        cycles = {"read raw frame": p * p // ppc, "store binned frame": bin_w * bin_w // groups,
+                  "window + LUT": enc * enc}
+    else:
+        cycles = {"read raw frame": p * p // ppc, "crop + LUT": bin_w * bin_w}
+    # The window waits for the whole binned frame (the ping-pong buffer): its read is extra latency.
+    extra_latency = enc * enc if shifted else 0
     return {"kind": KIND, "geometry": dict(geometry), "parts": parts, "total": total, "cycles": cycles,
-            "ii_cycles": max(cycles.values()), "clock_period_ns": float(clock_period_ns)}
+            "ii_cycles": max(cycles.values()), "extra_latency_cycles": extra_latency,
+            "clock_period_ns": float(clock_period_ns)}
 
 
 def combine(frontend: dict, encoder: dict) -> dict:
@@ -105,7 +129,7 @@ def combine(frontend: dict, encoder: dict) -> dict:
     total = {r: frontend["total"][r] + (encoder["total"].get(r) or 0) for r in E.RESOURCES}
     ii = max(frontend["ii_cycles"], encoder["ii_cycles"])
     # Upper bound: the raw frame streams in while the encoder already works on its first rows.
-    latency = frontend["cycles"]["read raw frame"] + encoder["latency_cycles"]
+    latency = frontend["cycles"]["read raw frame"] + frontend.get("extra_latency_cycles", 0) + encoder["latency_cycles"]
     return E.finish({"kind": f"{KIND} + {encoder['kind']}", "clock_period_ns": encoder["clock_period_ns"],
                      "total": total, "ii_cycles": int(ii), "latency_cycles": int(latency),
                      "frontend_ii_cycles": frontend["ii_cycles"], "encoder_ii_cycles": encoder["ii_cycles"]})

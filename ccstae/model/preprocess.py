@@ -119,6 +119,10 @@ def preprocess(patterns: np.ndarray, scale: float, binning: int, crop: int = 0,
 #
 #     code = LUT[ min(mask * crop(bin(n)), LUT_DEPTH - 1) ],   x = code / 2^(input_bits - input_integer)
 #
+# With a session's calibration (docs/frontend.md), optionally: bad raw pixels read 0 before the
+# binning, and the crop becomes a window moved per pattern by an integer (dy, dx) in binned pixels
+# (pixels of the window outside the binned frame read 0).
+#
 # n: integer counts per detector pixel. LUT[k] is the encoder's input quantizer (QKeras
 # quantized_bits(input_bits, input_integer, keep_negative=False): round half to even onto the
 # 2^-frac grid, saturate) applied to the float32 transfer value sqrt(k / s_counts), exactly as
@@ -137,7 +141,10 @@ class PreprocessParams:
     cube's unit; counts_per_unit: detector counts per cube unit (simulated cubes are normalised
     to sum 1: their dose C; a cube of counts: 1); transfer: the LUT's function; mask: bool
     (H, W) over the binned + cropped pixels (None: keep all); input_bits / input_integer: the
-    encoder's input quantizer; count_bits: the detector's counter width (sets the largest count)."""
+    encoder's input quantizer; count_bits: the detector's counter width (sets the largest count).
+    A session's calibration, for the front end (not saved with a run): bad_pixels, bool (P, P) raw
+    pixels that read 0 (None: none); origin_shift: the window moves per pattern (preprocess_counts'
+    shifts; the firmware then takes a shift word per pattern)."""
 
     pattern: int
     binning: int
@@ -149,6 +156,8 @@ class PreprocessParams:
     input_bits: int = 8
     input_integer: int = 1
     count_bits: int = 16
+    bad_pixels: np.ndarray | None = None
+    origin_shift: bool = False
 
     def __post_init__(self):
         if self.transfer not in TRANSFERS:
@@ -157,6 +166,10 @@ class PreprocessParams:
             self.mask = np.asarray(self.mask, bool)
             if self.mask.shape != (self.size, self.size):
                 raise ValueError(f"mask is {self.mask.shape}, the encoder input {self.size}x{self.size}")
+        if self.bad_pixels is not None:
+            self.bad_pixels = np.asarray(self.bad_pixels, bool)
+            if self.bad_pixels.shape != (self.pattern, self.pattern):
+                raise ValueError(f"bad-pixel map is {self.bad_pixels.shape}, the pattern {self.pattern}x{self.pattern}")
 
     @property
     def size(self) -> int:
@@ -264,22 +277,46 @@ def to_counts(patterns: np.ndarray, counts_per_unit: float, count_bits: int = 16
     return np.clip(n, 0, (1 << int(count_bits)) - 1).astype(np.int64)
 
 
-def bin_counts(counts: np.ndarray, params: PreprocessParams) -> np.ndarray:
-    """(N, P, P) integer counts -> (N, H, W) masked binned + cropped integer counts."""
+def bin_counts(counts: np.ndarray, params: PreprocessParams, shifts=None) -> np.ndarray:
+    """(N, P, P) integer counts -> (N, H, W) masked binned + cropped integer counts.
+
+    shifts: (N, 2) integer (dy, dx) per pattern in binned pixels (params.origin_shift only; None:
+    all 0): encoder pixel (i, j) is binned pixel (crop + dy + i, crop + dx + j), 0 outside the frame."""
     counts = np.asarray(counts)
     if not np.issubdtype(counts.dtype, np.integer):
         raise ValueError("preprocess_counts takes integer counts (use to_counts for cube values)")
     if counts.shape[-2:] != (params.pattern, params.pattern):
         raise ValueError(f"patterns are {counts.shape[-2:]}, the run's {params.pattern}x{params.pattern}")
-    n = crop_patterns(bin_patterns(counts.astype(np.int64), params.binning), params.crop)
+    n = counts.astype(np.int64)
+    if params.bad_pixels is not None:
+        n = np.where(params.bad_pixels, 0, n)
+    n = bin_patterns(n, params.binning)
+    if shifts is not None and not params.origin_shift:
+        raise ValueError("origin shifts given, but the front end takes none (params.origin_shift is False)")
+    n = crop_patterns(n, params.crop) if shifts is None else shift_window(n, params.crop, shifts)
     return np.where(params.keep(), n, 0)
 
 
-def preprocess_counts(counts: np.ndarray, params: PreprocessParams) -> np.ndarray:
+def shift_window(binned: np.ndarray, crop: int, shifts) -> np.ndarray:
+    """(N, B, B) binned counts -> (N, B - 2 crop, ...) windows moved by shifts (N, 2), 0 outside."""
+    binned = np.asarray(binned)
+    shifts = np.asarray(shifts, np.int64).reshape(-1, 2)
+    if len(shifts) != len(binned):
+        raise ValueError(f"{len(shifts)} origin shifts for {len(binned)} patterns")
+    b = binned.shape[-1]
+    ij = crop + np.arange(b - 2 * crop)
+    rows = (ij[None, :] + shifts[:, :1])[:, :, None]  # (N, H, 1)
+    cols = (ij[None, :] + shifts[:, 1:])[:, None, :]  # (N, 1, W)
+    inside = (rows >= 0) & (rows < b) & (cols >= 0) & (cols < b)
+    picked = binned[np.arange(len(binned))[:, None, None], np.clip(rows, 0, b - 1), np.clip(cols, 0, b - 1)]
+    return np.where(inside, picked, 0)
+
+
+def preprocess_counts(counts: np.ndarray, params: PreprocessParams, shifts=None) -> np.ndarray:
     """(N, P, P) integer counts -> (N, H, W, 1) float32 encoder inputs on the input quantizer's grid,
-    bit for bit what the firmware front end feeds the encoder."""
+    bit for bit what the firmware front end feeds the encoder (shifts: as in bin_counts)."""
     lut = params.lut()
-    codes = lut[np.minimum(bin_counts(counts, params), len(lut) - 1)]
+    codes = lut[np.minimum(bin_counts(counts, params, shifts), len(lut) - 1)]
     return (codes.astype(np.float32) / np.float32(2.0 ** params.frac_bits))[..., None]
 
 

@@ -3,8 +3,13 @@
 //
 //   counts (AXI-Stream, PIXELS_PER_CLOCK x COUNT_BITS per word, row-major, TLAST on the last word)
 //     -> bin_frame:      b x b sums, one line buffer of partial sums of the binned row
+//                        (with CCSTAE_BAD_PIXELS: the session's bad raw pixels read 0 first)
 //     -> crop_mask_lut:  drop CROP binned pixels at each edge, zero the masked ones, LUT (ROM)
 //                        onto the encoder's input grid, one pixel per clock
+//        or, with CCSTAE_ORIGIN_SHIFT (a session's descan, docs/frontend.md):
+//        store_binned -> window_mask_lut: the binned frame in a ping-pong buffer, read through
+//                        a window moved by the pattern's (dy, dx) sideband word (binned pixels;
+//                        outside the frame reads 0), then the same mask and LUT
 //     -> myproject:      the hls4ml encoder (io_stream)
 //     -> pack_params:    the 4 outputs packed into one AXI-Stream word (TLAST set)
 //
@@ -70,14 +75,32 @@ typedef ap_axiu<PARAMS_BITS, 0, 0, 0> params_axis_t;
 static_assert(encoder_input_t::size == 1, "the encoder takes one channel per pixel");
 static_assert(input_pixel_t::width == CODE_BITS, "the LUT codes must be the encoder's input word");
 
+#if CCSTAE_ORIGIN_SHIFT
+// The origin sideband: one word per pattern, before or beside its counts: the window's shift in
+// binned pixels, two's complement, dy (rows, Qx) in bits 15:0 and dx (columns, Qy) in bits 31:16.
+constexpr int SHIFT_BITS = 16;
+typedef ap_axiu<2 * SHIFT_BITS, 0, 0, 0> shift_axis_t;
+static_assert(BIN_W % GROUPS == 0, "a binned row must be whole words");
+#endif
+
 // ---------------------------------------------------------------- the stages
 void bin_frame(hls::stream<counts_axis_t> &counts, hls::stream<binned_word_t> &binned);
 void crop_mask_lut(hls::stream<binned_word_t> &binned, hls::stream<encoder_input_t> &pixels);
+#if CCSTAE_ORIGIN_SHIFT
+void store_binned(hls::stream<binned_word_t> &binned, ap_uint<SUM_BITS> frame[BIN_H * BIN_W]);
+void window_mask_lut(ap_uint<SUM_BITS> frame[BIN_H * BIN_W], hls::stream<shift_axis_t> &shift,
+                     hls::stream<encoder_input_t> &pixels);
+#endif
 void pack_params(hls::stream<encoder_output_t> &raw, hls::stream<params_axis_t> &params);
 
 } // namespace ccstae
 
-// The top function: one pattern of raw counts in, one word of raw lattice parameters out.
-void ccstae_top(hls::stream<ccstae::counts_axis_t> &counts, hls::stream<ccstae::params_axis_t> &params);
+// The top function: one pattern of raw counts in (and, with CCSTAE_ORIGIN_SHIFT, its shift word),
+// one word of raw lattice parameters out.
+void ccstae_top(hls::stream<ccstae::counts_axis_t> &counts,
+#if CCSTAE_ORIGIN_SHIFT
+                hls::stream<ccstae::shift_axis_t> &shift,
+#endif
+                hls::stream<ccstae::params_axis_t> &params);
 
 #endif

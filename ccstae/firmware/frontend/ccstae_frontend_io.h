@@ -32,12 +32,27 @@ inline void read_params(hls::stream<params_axis_t> &stream, double *out) {
     }
 }
 
-// One pattern through the firmware: what both C-simulations run.
-template <class T> void run_pattern(const T *counts, double *out) {
+// One pattern through the firmware: what both C-simulations run. shift: its (dy, dx) in binned
+// pixels, used when the front end was built with CCSTAE_ORIGIN_SHIFT (ignored otherwise).
+template <class T> void run_pattern(const T *counts, double *out, int dy = 0, int dx = 0) {
     hls::stream<counts_axis_t> in("counts");
     hls::stream<params_axis_t> params("params");
     write_frame(counts, in);
+#if CCSTAE_ORIGIN_SHIFT
+    hls::stream<shift_axis_t> shift("shift");
+    shift_axis_t word;
+    word.data = 0;
+    word.data.range(SHIFT_BITS - 1, 0) = ap_int<SHIFT_BITS>(dy);
+    word.data.range(2 * SHIFT_BITS - 1, SHIFT_BITS) = ap_int<SHIFT_BITS>(dx);
+    word.keep = -1;
+    word.strb = -1;
+    word.last = 1;
+    shift.write(word);
+    ccstae_top(in, shift, params);
+#else
+    (void)dy, (void)dx;
     ccstae_top(in, params);
+#endif
     read_params(params, out);
 }
 

@@ -1,7 +1,8 @@
 // Testbench of ccstae_top (what Vitis HLS C-simulation runs; builds with plain g++ too):
 // reads raw counts from tb_data/tb_frontend_counts.dat and the expected raw outputs (the Python
 // integer front end + the QKeras encoder) from tb_data/tb_frontend_predictions.dat, one pattern
-// per line; writes tb_data/frontend_csim_results.log and fails on any output that differs.
+// per line; with CCSTAE_ORIGIN_SHIFT each pattern's shift "dy dx" from tb_data/tb_frontend_shifts.dat;
+// writes tb_data/frontend_csim_results.log and fails on any output that differs.
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -17,6 +18,13 @@ int main() {
         std::cerr << "ERROR: tb_data/tb_frontend_counts.dat or tb_frontend_predictions.dat missing" << std::endl;
         return 2;
     }
+#if CCSTAE_ORIGIN_SHIFT
+    std::ifstream fsh("tb_data/tb_frontend_shifts.dat");
+    if (!fsh.is_open()) {
+        std::cerr << "ERROR: tb_data/tb_frontend_shifts.dat missing (the front end takes an origin shift)" << std::endl;
+        return 2;
+    }
+#endif
     FILE *log = std::fopen("tb_data/frontend_csim_results.log", "w");
     const int n_pixels = ccstae::RAW_HEIGHT * ccstae::RAW_WIDTH;
     std::string cline, pline;
@@ -35,8 +43,15 @@ int main() {
                       << "), " << expected.size() << " outputs (want " << ccstae::N_OUTPUTS << ")" << std::endl;
             return 2;
         }
+        int dy = 0, dx = 0;
+#if CCSTAE_ORIGIN_SHIFT
+        if (!(fsh >> dy >> dx)) {
+            std::cerr << "ERROR: no shift for pattern " << patterns << " in tb_data/tb_frontend_shifts.dat" << std::endl;
+            return 2;
+        }
+#endif
         double out[ccstae::N_OUTPUTS];
-        ccstae::run_pattern(counts.data(), out);
+        ccstae::run_pattern(counts.data(), out, dy, dx);
         for (int k = 0; k < ccstae::N_OUTPUTS; k++) {
             std::fprintf(log, "%.17g%s", out[k], k + 1 < ccstae::N_OUTPUTS ? " " : "\n");
             mismatches += out[k] != expected[k];
