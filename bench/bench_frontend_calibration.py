@@ -37,7 +37,7 @@ def main() -> None:
     from ccstae.firmware import frontend_session as fs
     from ccstae.model.preprocess import to_counts
     from ccstae.model.run import load_run
-    from ccstae.physics import calibrate, simulate, strain
+    from ccstae.physics import calibrate, scans, strain
     from ccstae.physics.calibration import CalibratedCube
     from ccstae.quant import qmodel
 
@@ -52,7 +52,7 @@ def main() -> None:
     def cube(name, **distortion):
         c = copy.deepcopy(cfg)
         c["distortion"] = dict(distortion)
-        return simulate.simulate_scan(c, tmp / f"{name}.h5", noise_w=args.noise_w, progress=False)
+        return scans.simulate_scan(c, tmp / f"{name}.h5", noise_w=args.noise_w, progress=False)
 
     clean_path = cube("undistorted")
     session = dict(descan_px=20.0, bad_pixel_fraction=0.001)

@@ -13,7 +13,7 @@ from ccstae.core.data_io import open_cube
 from ccstae.firmware import frontend as fe
 from ccstae.firmware import frontend_session as fs
 from ccstae.model import preprocess as pp
-from ccstae.physics import calibrate, simulate
+from ccstae.physics import calibrate, scans
 
 SCAN = (32, 32)  # 1,024 patterns per level
 LEVELS = (0.0, 0.5)
@@ -25,7 +25,7 @@ def session_cube(path, seed, noise_w, **distortion):
     cfg = load_config("default")
     cfg["simulate"] = dict(cfg["simulate"], scan=list(SCAN), seed=seed)
     cfg["distortion"] = dict(cfg["distortion"], **distortion)
-    return simulate.simulate_scan(cfg, path, noise_w=noise_w, progress=False), cfg
+    return scans.simulate_scan(cfg, path, noise_w=noise_w, progress=False), cfg
 
 
 @pytest.fixture(scope="module")

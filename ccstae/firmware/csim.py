@@ -179,8 +179,19 @@ def build_testbench(prj_dir, rebuild: bool = False) -> float:
     gxx = shutil.which("g++")
     if gxx is None:
         raise UserError("g++ not on PATH: install g++ (e.g. apt-get install g++) to build the C testbench")
-    cmd = [gxx, *GXX_FLAGS, "myproject_test.cpp", "firmware/myproject.cpp", "-o", "csim"]
+    # The two translation units side by side (one core each), then the link: what
+    # `g++ myproject_test.cpp firmware/myproject.cpp -o csim` does, in about half the time.
+    (prj_dir / "csim_build").mkdir(exist_ok=True)
+    objects = [f"csim_build/{Path(src).stem}.o" for src in sources]
+    commands = [[gxx, *GXX_FLAGS, "-c", str(src.relative_to(prj_dir)), "-o", obj] for src, obj in zip(sources, objects)]
     t0 = time.time()
+    with ThreadPoolExecutor(len(commands)) as pool:
+        list(pool.map(lambda cmd: _gxx(cmd, prj_dir), commands))
+    _gxx([gxx, *objects, "-o", "csim"], prj_dir)
+    return time.time() - t0
+
+
+def _gxx(cmd: list, prj_dir: Path) -> None:
     proc = subprocess.run(cmd, cwd=prj_dir, capture_output=True, text=True)
     if proc.returncode != 0:
         errors = [line for line in proc.stderr.splitlines() if "error" in line]
@@ -188,7 +199,6 @@ def build_testbench(prj_dir, rebuild: bool = False) -> float:
                + " ".join(cmd) + "\n" + "\n".join(errors[:20] or proc.stderr.splitlines()[-30:]))
         print(msg, file=sys.stderr)
         raise BuildError(msg)
-    return time.time() - t0
 
 
 def run_testbench(prj_dir, rebuild: bool = False, timeout: float = 600) -> CompareResult:

@@ -165,11 +165,19 @@ def _object(prj: Path, source: str, deps) -> Path:
     return obj
 
 
-def _objects(prj: Path) -> list:
+def _objects(prj: Path, also=()) -> list:
+    """The encoder's and the front end's objects (and those of the sources in `also`, compiled
+    against the same headers), compiled side by side: each g++ is one core's work, and the
+    library and the testbench then share them."""
+    from concurrent.futures import ThreadPoolExecutor
+
     headers = ["firmware/frontend_params.h", *(f"firmware/{n}" for n in FIRMWARE_FILES), "firmware/myproject.h",
                "firmware/defines.h"]
-    return [_object(prj, "firmware/myproject.cpp", ["firmware/parameters.h", "firmware/defines.h"]),
-            _object(prj, "firmware/ccstae_frontend.cpp", headers)], headers
+    jobs = [("firmware/myproject.cpp", ["firmware/parameters.h", "firmware/defines.h"]),
+            ("firmware/ccstae_frontend.cpp", headers), *((source, headers) for source in also)]
+    with ThreadPoolExecutor(min(len(jobs), sim_threads())) as pool:
+        objs = list(pool.map(lambda job: _object(prj, *job), jobs))
+    return objs[:2], headers
 
 
 def build_testbench(prj) -> float:
@@ -190,7 +198,8 @@ class CompiledFrontend:
     def __init__(self, prj):
         self.prj = Path(prj).resolve()
         t0 = time.time()
-        objs, headers = _objects(self.prj)
+        # the testbench's object too, while the cores are free: run_testbench then only links
+        objs, headers = _objects(self.prj, also=("ccstae_frontend_bridge.cpp", "ccstae_frontend_test.cpp"))
         bridge = _object(self.prj, "ccstae_frontend_bridge.cpp", headers)
         for old in self.prj.glob("frontend_build/ccstae_frontend-*.so"):
             old.unlink()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,9 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
     per_level = int(cfg["firmware"]["csim_patterns_per_level"])
     fw_cfg = {**load_config("default")["firmware"], **cfg["firmware"]}  # runs saved before a key existed
     predict_per_level = int(fw_cfg["predict_patterns_per_level"])
+    # g++ of the testbench (C-simulation 2) meanwhile, on whatever core C-simulation 1 leaves idle.
+    tb_build = ThreadPoolExecutor(1)
+    tb_built = tb_build.submit(csim.build_testbench, prj)
     with watch("C-simulation 1: hls4ml compile + predict vs QKeras"):
         for w, path in tests.items():
             out = {label: [] for label in raw}
@@ -192,6 +196,8 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                   for label, r in checks for i, j, q, f in r.mismatches[:5]]
 
     with watch("C-simulation 2: generated testbench (g++)"):
+        tb_built.result()  # a build error surfaces here
+        tb_build.shutdown()
         convert.make_tb_data(prj, qenc, np.concatenate(tb_inputs + [edges]))
         tb = csim.run_testbench(prj)
 
