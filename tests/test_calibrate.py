@@ -111,6 +111,14 @@ def test_calibrate_cli_and_refusals(session, cli, one_line_error, tmp_path):
                    "calibrate", "nope.h5")
     one_line_error(*cli("calibrate", "--input", path, "--out", tmp_path / "y.json", "--rotation-deg", "3")[:3:2],
                    "calibrate", "together")
+    # the maps of a calibrated cube: their EMD file says the rotation was undone, and by what
+    rc, _, err = cli("baseline", "--input", path, "--out", tmp_path / "a.h5", "--calibration", out, "--no-progress")
+    assert rc == 0, err
+    if (tmp_path / "a.emd").exists():  # py4DSTEM writes it (extra .[baseline], which baseline needs anyway)
+        import py4DSTEM
+
+        source = py4DSTEM.read(str(tmp_path / "a.emd")).metadata["ccstae"]["qr_rotation_source"]
+        assert source.startswith(f"corrected with {out}") and "flip True" in source, source
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     one_line_error(*cli("baseline", "--input", path, "--out", tmp_path / "b.h5", "--calibration", bad)[:3:2],

@@ -424,7 +424,7 @@ def baseline_command(cube_path, out, region=None, stat: str = "mean", dataset=No
     with open_cube(cube_path, dataset=dataset, scan=scan) as cube:
         cube = CalibratedCube(cube, calib, str(calibration)) if calib else cube
         maps, info = baseline_maps(cube, region=region, stat=stat, progress=progress)
-        cal = input_calibration(cube)
+        cal = input_calibration(cube, calib, calibration)
     geo = {k: [float(f"{x:.4g}") for x in v] if isinstance(v, list) else float(f"{v:.4g}")
            for k, v in info["geometry"].items()}
     attrs = {"model": f"py4DSTEM {why} baseline (ccstae/analysis/baseline.py)", "input": str(cube_path),

@@ -130,9 +130,17 @@ def write_maps_emd(out: Path, maps: dict, cal: dict, attrs: dict, region, shape)
     return str(emd.write_strain_emd(emd.emd_path(out), maps, cal, meta))
 
 
-def input_calibration(cube) -> dict:
-    """The calibrations an EMD file records, from a cube (overview.calibration), plus its format and detector."""
-    return {**calibration_of(cube), "format": cube.format, "detector": cube.detector}
+def input_calibration(cube, calib=None, calib_path=None) -> dict:
+    """The calibrations an EMD file records, from a cube (overview.calibration), plus its format and
+    detector. With a calib.json applied (ccstae/physics/calibration.py), the patterns were resampled
+    onto the scan frame, so the maps need no rotation: the file says so instead of "assumed"."""
+    out = {**calibration_of(cube), "format": cube.format, "detector": cube.detector}
+    if calib is not None:
+        out["qr_rotation_source"] = (
+            f"corrected with {calib_path}: rotation {calib.rotation_deg:.3f} deg, flip {calib.flip}, undone on "
+            "the patterns" if calib.rotation_deg is not None else
+            f"not corrected: {calib_path} could not determine the rotation ({calib.rotation_why})")
+    return out
 
 
 def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean", dataset=None,
@@ -148,7 +156,7 @@ def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean
         cube = CalibratedCube(cube, calib, str(calibration)) if calib else cube
         dose = dose_check(run, cube.read_rows(0, 1).reshape(-1, *cube.shape[2:]))
         raw, rate, std, why_no_std = outputs_and_error_bars(run, cube, region, stat, progress, refine)
-        cal = input_calibration(cube)
+        cal = input_calibration(cube, calib, calibration)
     maps = maps_from_raw(raw, region, stat, run.rot_range)
     signal = health.map_signal(raw, run.rot_range)
     written = dict(maps, **{f"{k}_std": v for k, v in (std or {}).items()})
