@@ -15,7 +15,6 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 
 from ccstae.core.errors import UserError
 from ccstae.firmware.centroid import CoreParams, core_outputs
-from ccstae.firmware.csim import BuildError, CompareResult, compare_outputs
+from ccstae.firmware.csim import BuildError, CompareResult, compare_outputs, run_gxx
 from ccstae.model.preprocess import PreprocessParams, bin_counts
 
 SOURCES = Path(__file__).parent / "centroid"
@@ -112,17 +111,7 @@ def _ap_types(prj: Path) -> Path:
 
 
 def _compile(prj: Path, args: list, what: str) -> None:
-    gxx = shutil.which("g++")
-    if gxx is None:
-        raise UserError("g++ not on PATH: install g++ (e.g. apt-get install g++) to C-simulate the centroid core")
-    cmd = [gxx, *args]
-    proc = subprocess.run(cmd, cwd=prj, capture_output=True, text=True)
-    if proc.returncode != 0:
-        errors = [line for line in proc.stderr.splitlines() if "error" in line]
-        msg = (f"g++ failed to build the centroid core's {what} in {prj} (exit {proc.returncode}):\n  " + " ".join(cmd)
-               + "\n" + "\n".join(errors[:20] or proc.stderr.splitlines()[-30:]))
-        print(msg, file=sys.stderr)
-        raise BuildError(msg)
+    run_gxx(args, prj, f"the centroid core's {what}", "C-simulate the centroid core")
 
 
 def _object(prj: Path, source: str) -> Path:

@@ -176,26 +176,29 @@ def build_testbench(prj_dir, rebuild: bool = False) -> float:
             raise UserError(f"{prj_dir}: no {s.relative_to(prj_dir)}; convert the encoder first (ccstae.firmware.convert)")
     if not rebuild and exe.exists() and exe.stat().st_mtime > max(s.stat().st_mtime for s in sources):
         return 0.0
-    gxx = shutil.which("g++")
-    if gxx is None:
-        raise UserError("g++ not on PATH: install g++ (e.g. apt-get install g++) to build the C testbench")
     # The two translation units side by side (one core each), then the link: what
     # `g++ myproject_test.cpp firmware/myproject.cpp -o csim` does, in about half the time.
     (prj_dir / "csim_build").mkdir(exist_ok=True)
     objects = [f"csim_build/{Path(src).stem}.o" for src in sources]
-    commands = [[gxx, *GXX_FLAGS, "-c", str(src.relative_to(prj_dir)), "-o", obj] for src, obj in zip(sources, objects)]
+    commands = [[*GXX_FLAGS, "-c", str(src.relative_to(prj_dir)), "-o", obj] for src, obj in zip(sources, objects)]
     t0 = time.time()
     with ThreadPoolExecutor(len(commands)) as pool:
-        list(pool.map(lambda cmd: _gxx(cmd, prj_dir), commands))
-    _gxx([gxx, *objects, "-o", "csim"], prj_dir)
+        list(pool.map(lambda args: run_gxx(args, prj_dir, "the testbench"), commands))
+    run_gxx([*objects, "-o", "csim"], prj_dir, "the testbench")
     return time.time() - t0
 
 
-def _gxx(cmd: list, prj_dir: Path) -> None:
-    proc = subprocess.run(cmd, cwd=prj_dir, capture_output=True, text=True)
+def run_gxx(args: list, cwd, what: str, purpose: str = "build the C testbench") -> None:
+    """`g++ ARGS` in cwd, for every C-simulation build (the encoder's testbench, the front end's,
+    the centroid core's); a failure prints its first errors and raises BuildError naming `what`."""
+    gxx = shutil.which("g++")
+    if gxx is None:
+        raise UserError(f"g++ not on PATH: install g++ (e.g. apt-get install g++) to {purpose}")
+    cmd = [gxx, *args]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         errors = [line for line in proc.stderr.splitlines() if "error" in line]
-        msg = (f"g++ failed to build the testbench in {prj_dir} (exit {proc.returncode}):\n  "
+        msg = (f"g++ failed to build {what} in {cwd} (exit {proc.returncode}):\n  "
                + " ".join(cmd) + "\n" + "\n".join(errors[:20] or proc.stderr.splitlines()[-30:]))
         print(msg, file=sys.stderr)
         raise BuildError(msg)

@@ -18,14 +18,13 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 
-from ccstae.firmware.csim import BuildError, CompareResult, compare_outputs, library_copies, run_split, sim_threads
+from ccstae.firmware.csim import BuildError, CompareResult, compare_outputs, library_copies, run_gxx, run_split, sim_threads
 from ccstae.core.errors import UserError
 from ccstae.model.preprocess import PreprocessParams, preprocess_counts
 
@@ -135,22 +134,8 @@ def geometry(params: PreprocessParams, pixels_per_clock: int) -> dict:
 
 # ----------------------------------------------------------------------------- building
 
-def _gxx() -> str:
-    gxx = shutil.which("g++")
-    if gxx is None:
-        raise UserError("g++ not on PATH: install g++ (e.g. apt-get install g++) to C-simulate the front end")
-    return gxx
-
-
 def _compile(prj: Path, args: list, what: str) -> None:
-    cmd = [_gxx(), *args]
-    proc = subprocess.run(cmd, cwd=prj, capture_output=True, text=True)
-    if proc.returncode != 0:
-        errors = [line for line in proc.stderr.splitlines() if "error" in line]
-        msg = (f"g++ failed to build the front end's {what} in {prj} (exit {proc.returncode}):\n  " + " ".join(cmd)
-               + "\n" + "\n".join(errors[:20] or proc.stderr.splitlines()[-30:]))
-        print(msg, file=sys.stderr)
-        raise BuildError(msg)
+    run_gxx(args, prj, f"the front end's {what}", "C-simulate the front end")
 
 
 def _object(prj: Path, source: str, deps) -> Path:

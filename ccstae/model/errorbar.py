@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ccstae.model import network, refine, stn
+from ccstae.model import network, refine
 from ccstae.physics import noise, strain
 
 STEP = 1e-5  # finite-difference step on the entries of A = M^-1 (the maps are smooth in A)
