@@ -14,6 +14,8 @@ from ccstae.firmware import frontend as fe
 from ccstae.model import preprocess as pp
 from ccstae.core.errors import UserError
 
+from builders import random_weight_project
+
 DISK = {"kind": "disk", "centre": [7.3, 7.6], "radius": 3.5}
 
 
@@ -77,24 +79,7 @@ def test_bad_geometry_is_a_user_error():
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from tensorflow import keras
-
-    from ccstae.firmware import convert
-    from ccstae.model.network import build_encoder
-    from ccstae.quant import qmodel
-
-    keras.utils.set_random_seed(2)
-    qenc = qmodel.build_qencoder(build_encoder(16, filters=(4, 8), dense=(16,)))
-    # Random weights everywhere (a fresh encoder's output layer starts at zero: outputs would not
-    # depend on the input, and bit-exactness would prove nothing).
-    rng = np.random.default_rng(2)
-    for layer in qenc.layers:
-        if layer.weights:
-            layer.set_weights([rng.uniform(-0.5, 0.5, w.shape) if w.ndim > 1 else rng.uniform(-0.1, 0.1, w.shape)
-                               for w in layer.get_weights()])
-    prj = tmp_path_factory.mktemp("frontend") / "prj"
-    convert.convert(qenc, convert.FirmwareSpec(), prj)
-    return prj, qenc
+    return random_weight_project(tmp_path_factory.mktemp("frontend") / "prj", seed=2)
 
 
 @pytest.mark.parametrize("pattern,binning,crop,ppc,masked", [

@@ -15,6 +15,8 @@ from ccstae.firmware import frontend_session as fs
 from ccstae.model import preprocess as pp
 from ccstae.physics import calibrate, scans
 
+from builders import random_weight_project
+
 SCAN = (32, 32)  # 1,024 patterns per level
 LEVELS = (0.0, 0.5)
 SESSION = dict(descan_px=20.0, bad_pixel_fraction=0.001)
@@ -48,23 +50,8 @@ def session(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """One random-weight 16 x 16 encoder (as in test_frontend.py), converted once."""
-    from tensorflow import keras
-
-    from ccstae.firmware import convert
-    from ccstae.model.network import build_encoder
-    from ccstae.quant import qmodel
-
-    keras.utils.set_random_seed(3)
-    qenc = qmodel.build_qencoder(build_encoder(16, filters=(4, 8), dense=(16,)))
-    rng = np.random.default_rng(3)
-    for layer in qenc.layers:
-        if layer.weights:
-            layer.set_weights([rng.uniform(-0.5, 0.5, w.shape) if w.ndim > 1 else rng.uniform(-0.1, 0.1, w.shape)
-                               for w in layer.get_weights()])
-    prj = tmp_path_factory.mktemp("frontend") / "prj"
-    convert.convert(qenc, convert.FirmwareSpec(), prj)
-    return prj, qenc
+    """One random-weight 16 x 16 encoder, converted once."""
+    return random_weight_project(tmp_path_factory.mktemp("frontend") / "prj", seed=3)
 
 
 def run_params(binning, crop, masked=True):
