@@ -136,7 +136,7 @@ class CCSTAE(tf.Module):
         if identity:
             m = tf.eye(2, batch_shape=tf.shape(m)[:1], dtype=m.dtype)
         ref = tf.broadcast_to(self.reference[None], tf.shape(x_target))
-        blur_ref = stn.gaussian_blur(ref, sigma)
+        blur_ref = stn.gaussian_blur(self.reference[None], sigma)  # one image: broadcast in the difference
         to_ref = stn.gaussian_blur(stn.warp(x_target, m), sigma)
         to_pattern = stn.gaussian_blur(stn.warp(ref, tf.linalg.inv(m)), sigma)
         blur_target = stn.gaussian_blur(x_target, sigma)

@@ -53,14 +53,28 @@ def gaussian_blur(images, sigma):
 
     Used in the loss: comparing blurred patterns widens the basin of the alignment, so the
     rotation can be found from afar before the fine structure takes over.
+
+    Each pass is a product with a banded (H, H) or (W, W) matrix, the same sums as a "SAME"
+    zero-padded convolution with the 17-tap kernel: TF's CPU conv2d on one channel took 25 ms
+    per call on a training batch (32 x 64 x 64), the matrix products 2.6 ms, and the training
+    step (four blurs) is 1.6-2x faster for it (bench/bench_blur.py).
     """
     sigma = tf.maximum(tf.cast(sigma, tf.float32), 1e-3)
     radius = 8
     t = tf.range(-radius, radius + 1, dtype=tf.float32)
     k = tf.exp(-0.5 * (t / sigma) ** 2)
     k = k / tf.reduce_sum(k)
-    out = tf.nn.conv2d(images, tf.reshape(k, [1, -1, 1, 1]), 1, "SAME")
-    return tf.nn.conv2d(out, tf.reshape(k, [-1, 1, 1, 1]), 1, "SAME")
+    images = tf.convert_to_tensor(images, tf.float32)
+    rows = tf.einsum("ij,bjwc->biwc", _band(images.shape[1], k, radius), images)
+    return tf.einsum("kw,biwc->bikc", _band(images.shape[2], k, radius), rows)
+
+
+def _band(n: int, k, radius: int):
+    """(n, n) matrix K[i, j] = k[j - i + radius] within the kernel's reach, else 0 (zero padding)."""
+    i = np.arange(n)
+    d = i[None, :] - i[:, None] + radius
+    inside = (d >= 0) & (d <= 2 * radius)
+    return tf.gather(k, np.where(inside, d, 0).astype(np.int32)) * inside.astype(np.float32)
 
 
 def annular_mask(pattern: int, r_in: float, r_out: float) -> np.ndarray:
