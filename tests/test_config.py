@@ -48,6 +48,21 @@ def test_a_config_extends_another_preset(tmp_path):
             load_config(path)
 
 
+def test_stated_tells_a_users_setting_from_the_defaults(tmp_path):
+    """`ccstae train --input` chooses noise_mode = "auto" unless the config states a mode itself."""
+    only_binning = tmp_path / "mine.toml"
+    only_binning.write_text("[model]\ninput_binning = 2\n")
+    assert not config.stated(only_binning, "train", "noise_mode")
+    assert not config.stated("default", "train", "noise_mode")  # the base every config merges over
+    assert config.stated("ms-mos2-single", "train", "noise_mode")  # the preset's own choice
+    extends = tmp_path / "study.toml"
+    extends.write_text('extends = "ms-mos2-single"\n[train]\nepochs = 3\n')
+    assert config.stated(extends, "train", "noise_mode")  # inherited from the preset it extends
+    assert config.stated(extends, "train", "epochs") and not config.stated(extends, "quant", "epochs")
+    with pytest.raises(ConfigError):
+        config.stated(tmp_path / "missing.toml", "train", "noise_mode")
+
+
 @pytest.mark.parametrize("text, words", [
     ("[train]\nnoise_levels = [1.2]\n", ["train.noise_levels", "1.2", "[0, 1)"]),
     ("[quant]\nbias_bits = 1\n", ["quant.bias_bits", "[2, 32]"]),

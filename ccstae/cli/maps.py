@@ -18,8 +18,9 @@ def add_train_parser(subparsers):
                                           "cube the readers take. Checkpoints each epoch; --resume continues.")
     p.add_argument("--config", default="default", help="preset name or TOML file (default: default)")
     p.add_argument("--input", type=Path, metavar="CUBE",
-                   help="training cube (HDF5, EMD, .npy); default: simulate the config's clean training "
-                        "sample into OUT/train_data.h5")
+                   help="training cube (HDF5, EMD, .npy, camera files); its noise injection is chosen from its "
+                        "measured dose and background ([train] noise_mode = \"auto\") unless the config sets "
+                        "noise_mode; default: simulate the config's clean training sample into OUT/train_data.h5")
     p.add_argument("--dataset", help="path of the 4D dataset inside an HDF5 input")
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory, e.g. runs/NAME")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
@@ -30,7 +31,7 @@ def add_train_parser(subparsers):
 
 
 def run_train(args) -> int:
-    from ccstae.core.config import load_config
+    from ccstae.core.config import load_config, stated
     from ccstae.model.network import describe
     from ccstae.model.run import load_run
     from ccstae.physics import scans
@@ -38,6 +39,11 @@ def run_train(args) -> int:
 
     cfg = load_config(args.config)
     cube = args.input
+    if cube is not None and not stated(args.config, "train", "noise_mode"):
+        # A user's cube: the injection is chosen from its measured dose and background (issue 25;
+        # ccstae/model/measure.choose_noise), unless the config says otherwise. The summary line
+        # printed before training says what was chosen and why.
+        cfg["train"]["noise_mode"] = "auto"
     if cube is None:
         cube = args.out / "train_data.h5"
         if not cube.exists():

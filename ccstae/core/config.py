@@ -343,11 +343,8 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
 
 
-def load_config(name_or_path: str | Path, _seen: tuple = ()) -> dict:
-    """Load a preset by name (`default`) or a TOML file by path, merged over `default`, checked.
-
-    A config may start from another preset: `extends = "ms-mos2-single"` (top level) merges it
-    over that preset instead of `default`, so a study preset states only what it changes."""
+def config_path(name_or_path: str | Path) -> Path:
+    """The TOML file of a preset name (`default`) or of a path; a clear error when there is none."""
     path = Path(name_or_path)
     if not path.suffix:
         path = CONFIG_DIR / f"{name_or_path}.toml"
@@ -355,6 +352,28 @@ def load_config(name_or_path: str | Path, _seen: tuple = ()) -> dict:
             raise ConfigError(f"unknown preset '{name_or_path}' (known: {', '.join(preset_names())})")
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
+    return path
+
+
+def stated(name_or_path: str | Path, section: str, key: str) -> bool:
+    """Whether a config sets [section] key itself, or through a preset it extends, rather than
+    inheriting default.toml's value: a default may then be chosen for the user's data instead
+    (`ccstae train --input`: [train] noise_mode = "auto")."""
+    path = config_path(name_or_path)
+    if path.resolve() == (CONFIG_DIR / "default.toml").resolve():
+        return False
+    user = _read_toml(path)
+    if key in user.get(section, {}):
+        return True
+    return isinstance(user.get("extends"), str) and stated(user["extends"], section, key)
+
+
+def load_config(name_or_path: str | Path, _seen: tuple = ()) -> dict:
+    """Load a preset by name (`default`) or a TOML file by path, merged over `default`, checked.
+
+    A config may start from another preset: `extends = "ms-mos2-single"` (top level) merges it
+    over that preset instead of `default`, so a study preset states only what it changes."""
+    path = config_path(name_or_path)
     user = _read_toml(path)
     base_name = user.pop("extends", None)
     if base_name is None:
