@@ -127,3 +127,36 @@ def test_calibrate_cli_and_refusals(session, cli, one_line_error, tmp_path):
     other.write_text(json.dumps(dict(saved, scan=[3, 3])))
     one_line_error(*cli("baseline", "--input", path, "--out", tmp_path / "b.h5", "--calibration", other)[:3:2],
                    "baseline", "3x3")
+
+
+def test_train_on_a_calibrated_cube(cli, one_line_error, tmp_path):
+    """`ccstae train --calibration`: the training patterns are read calibrated (as `strain --calibration`
+    reads them), input.json says so and QAT would read them alike; `strain` without it warns."""
+    cfg = load_config("tiny")
+    cfg["distortion"] = dict(cfg["distortion"], rotation_deg=17.0, flip=True)
+    cube = scans.simulate_scan(cfg, tmp_path / "cube.h5", noise_w=0.0, progress=False)
+    cal = calibration.Calibration(scan=tuple(cfg["simulate"]["scan"]), pattern=cfg["simulate"]["pattern"],
+                                  rotation_deg=17.0, flip=True)
+    calib = tmp_path / "calib.json"
+    calib.write_text(json.dumps(cal.to_json()))
+
+    from ccstae.model import train
+    t = dict(cfg["train"], max_patterns=10_000)
+    with open_cube(cube) as c:
+        raw = np.concatenate([b for _, b in c.iter_batches(64)])
+    rows, cols = (a.ravel() for a in np.mgrid[:cal.scan[0], :cal.scan[1]])
+    np.testing.assert_allclose(train.load_patterns(cube, t, 0, calibration=calib),
+                               calibration.correct_patterns(raw, rows, cols, cal), rtol=1e-5, atol=1e-7)
+
+    config = tmp_path / "short.toml"
+    config.write_text('extends = "tiny"\n[train]\nepochs = 1\ndistill_epochs = 1\n')
+    run = tmp_path / "run"
+    rc, stdout, err = cli("train", "--config", config, "--input", cube, "--calibration", calib, "--out", run,
+                          "--no-progress", "--allow-flat")
+    assert rc == 0, err
+    assert "noise injection:" in stdout and "auto:" in stdout  # a user's cube: the injection chosen from it
+    assert json.loads((run / "input.json").read_text())["calibration"] == str(calib.resolve())
+    rc, _, err = cli("strain", "--model", run, "--input", cube, "--out", tmp_path / "s.h5", "--no-progress")
+    assert rc == 0 and "pass --calibration" in err, err
+    one_line_error(*cli("train", "--config", "tiny", "--calibration", calib, "--out", tmp_path / "r2")[:3:2],
+                   "train", "need --input")

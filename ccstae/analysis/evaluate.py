@@ -1,6 +1,7 @@
 """Strain maps from a trained run, written to HDF5 + PNG, and their error against ground truth."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -169,7 +170,19 @@ def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean
     rows = {"strain": maps, **({"error bar (std)": std} if std else {})}
     strain.save_maps_png(out.with_suffix(".png"), rows, title=f"{Path(cube_path).name} ({run.path.name})")
     return {"out": str(out), "png": str(out.with_suffix(".png")), "emd": emd_written, "patterns_per_second": rate,
-            "signal": signal, "dose": dose, "error_bars": why_no_std or "written as *_std"}
+            "signal": signal, "dose": dose, "error_bars": why_no_std or "written as *_std",
+            "calibration_warning": calibration_mismatch(run, calibration)}
+
+
+def calibration_mismatch(run: Run, calibration) -> str | None:
+    """A run trained on calibrated patterns (`train --calibration`) has its reference in the
+    scan-aligned frame: uncalibrated patterns differ from it by the session's rotation, flip and
+    ellipse, and their maps are not in py4DSTEM's frame."""
+    source = run.path / "input.json"
+    trained = json.loads(source.read_text()).get("calibration") if source.exists() else None
+    if trained and calibration is None:
+        return f"{run.path} was trained on patterns calibrated with {trained}: pass --calibration to read the cube alike"
+    return None
 
 
 DOSE_FACTOR = 3.0  # input dose this far from the training dose (either way): say so

@@ -22,6 +22,10 @@ def add_train_parser(subparsers):
                         "measured dose and background ([train] noise_mode = \"auto\") unless the config sets "
                         "noise_mode; default: simulate the config's clean training sample into OUT/train_data.h5")
     p.add_argument("--dataset", help="path of the 4D dataset inside an HDF5 input")
+    add_scan_option(p)
+    p.add_argument("--calibration", type=Path, metavar="CALIB.json",
+                   help="a session's calibration (`ccstae calibrate`): train on the patterns as `strain "
+                        "--calibration` reads them (bad pixels filled, origin, ellipse, rotation and flip undone)")
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory, e.g. runs/NAME")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--allow-flat", action="store_true",
@@ -32,6 +36,7 @@ def add_train_parser(subparsers):
 
 def run_train(args) -> int:
     from ccstae.core.config import load_config, stated
+    from ccstae.core.errors import UserError
     from ccstae.model.network import describe
     from ccstae.model.run import load_run
     from ccstae.physics import scans
@@ -49,8 +54,10 @@ def run_train(args) -> int:
         if not cube.exists():
             args.out.mkdir(parents=True, exist_ok=True)
             scans.simulate_training_sample(cfg, cube, progress=not args.no_progress)
+    if args.input is None and (args.calibration or args.scan):
+        raise UserError("--calibration and --scan need --input: the simulated training sample has neither")
     result = train.train(cfg, cube, args.out, resume=args.resume, progress=not args.no_progress,
-                         dataset=args.dataset, report=print)
+                         dataset=args.dataset, report=print, calibration=args.calibration, scan=args.scan)
     run = load_run(args.out)
     print(describe(run.encoder))
     print(f"trained {args.out}: {len(result['history'])} epochs, best validation loss {result['best_val_loss']:.4g}")
@@ -128,6 +135,8 @@ def run_strain(args) -> int:
     print(f"error bars: {res['error_bars']}")
     if res["dose"]["warning"]:
         print(f"WARNING: {res['dose']['warning']}", file=sys.stderr)
+    if res.get("calibration_warning"):
+        print(f"WARNING: {res['calibration_warning']}", file=sys.stderr)
     return 0
 
 

@@ -90,9 +90,20 @@ def blur_at(t: dict, epoch: int) -> float:
     return float(t["blur_start"] + (t["blur_end"] - t["blur_start"]) * frac)
 
 
-def load_patterns(cube_path: Path, t: dict, seed: int, dataset: str | None = None) -> np.ndarray:
-    """All patterns of a small cube, or a random sample of max_patterns from a large one."""
-    with open_cube(cube_path, dataset=dataset) as cube:
+def load_patterns(cube_path: Path, t: dict, seed: int, dataset: str | None = None, calibration=None,
+                  scan=None) -> np.ndarray:
+    """All patterns of a small cube, or a random sample of max_patterns from a large one.
+
+    calibration: a calib.json (`ccstae calibrate`): the patterns are read as `ccstae strain
+    --calibration` reads them (bad pixels filled, resampled onto the scan-aligned frame), so the
+    reference is learned in the frame the maps are read in. scan: (Rx, Ry) for camera files
+    that do not record it."""
+    with open_cube(cube_path, dataset=dataset, scan=scan) as cube:
+        if calibration is not None:
+            from ccstae.physics.calibration import CalibratedCube, load_calibration
+
+            cal = load_calibration(calibration)
+            cube = CalibratedCube(cube, cal, str(calibration)) if cal else cube
         n = len(cube)
         if n <= t["max_patterns"]:
             patterns = np.concatenate([b for _, b in cube.iter_batches(1024)])
@@ -476,12 +487,13 @@ class Trainer:
 
 
 def train(cfg: dict, cube_path: Path, run_dir: Path, resume: bool = False, progress: bool = True,
-          dataset: str | None = None, report=None) -> dict:
-    """report: called with the one-line measurement summary before training (the CLI prints it)."""
+          dataset: str | None = None, report=None, calibration=None, scan=None) -> dict:
+    """report: called with the one-line measurement summary before training (the CLI prints it).
+    calibration, scan: as in load_patterns; input.json records them, and QAT reads the cube the same way."""
     run_dir = Path(run_dir)
     if (run_dir / "DONE").exists() and not resume:
         raise UserError(f"{run_dir}: a finished run is already there (choose another --out)")
-    patterns = load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset)
+    patterns = load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset, calibration, scan)
     try:
         trainer = Trainer(cfg, patterns, run_dir)
     except measure.MeasurementError as e:
@@ -489,5 +501,7 @@ def train(cfg: dict, cube_path: Path, run_dir: Path, resume: bool = False, progr
     if report is not None and "measured" in trainer.prep_params:
         report(trainer.summary(patterns))
     trainer.write_static()
-    write_json(run_dir / "input.json", {"cube": str(Path(cube_path).resolve()), "dataset": dataset})
+    write_json(run_dir / "input.json", {"cube": str(Path(cube_path).resolve()), "dataset": dataset,
+                                        "calibration": str(Path(calibration).resolve()) if calibration else None,
+                                        "scan": list(scan) if scan else None})
     return trainer.fit(resume=resume, progress=progress)

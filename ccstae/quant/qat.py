@@ -71,14 +71,16 @@ def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, p
     out_dir = Path(out_dir)
     if (out_dir / "DONE").exists():
         raise UserError(f"{out_dir}: a finished quantized run is already there (choose another --out)")
-    if cube_path is None:
+    calibration = scan = None
+    if cube_path is None:  # the float run's cube, read as it was (calibrated, with its scan shape)
         source = json.loads((float_run.path / "input.json").read_text())
         cube_path, dataset = source["cube"], source.get("dataset")
+        calibration, scan = source.get("calibration"), source.get("scan")
     else:
         dataset = None
     spec = qmodel.QuantSpec.from_config(q)
     qenc = qmodel.build_qencoder(float_run.encoder, spec)
-    patterns = train.load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset)
+    patterns = train.load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset, calibration, scan)
     n_epochs = cfg["train"]["epochs"] + cfg["train"].get("distill_epochs", 0)
     # Trainer.batches_per_epoch, to within the held-out split's rounding (full batches only)
     n_steps = n_epochs * max(1, int(len(patterns) * (1 - cfg["train"]["val_fraction"])) // cfg["train"]["batch_size"])
