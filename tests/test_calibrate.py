@@ -1,6 +1,7 @@
 """`ccstae calibrate` (ccstae/physics/calibrate.py) and its application (ccstae/physics/calibration.py):
 a simulated session with the issue's distortions, measured back with no labels."""
 import json
+import re
 
 import h5py
 import numpy as np
@@ -155,8 +156,14 @@ def test_train_on_a_calibrated_cube(cli, one_line_error, tmp_path):
                           "--no-progress", "--allow-flat")
     assert rc == 0, err
     assert "noise injection:" in stdout and "auto:" in stdout  # a user's cube: the injection chosen from it
+    # the dose comes from the file's counts: the resampled patterns have lost their count grid
+    dose = re.search(r"([\d,]+) e/pattern", stdout)
+    assert dose and abs(float(dose.group(1).replace(",", "")) / cfg["noise"]["counts"] - 1) < 0.05, stdout
     assert json.loads((run / "input.json").read_text())["calibration"] == str(calib.resolve())
     rc, _, err = cli("strain", "--model", run, "--input", cube, "--out", tmp_path / "s.h5", "--no-progress")
     assert rc == 0 and "pass --calibration" in err, err
+    rc, stdout, err = cli("strain", "--model", run, "--input", cube, "--out", tmp_path / "c.h5", "--calibration",
+                          calib, "--no-progress")
+    assert rc == 0 and "pass --calibration" not in err and "written as *_std" in stdout, stdout + err
     one_line_error(*cli("train", "--config", "tiny", "--calibration", calib, "--out", tmp_path / "r2")[:3:2],
                    "train", "need --input")

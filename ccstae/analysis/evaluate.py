@@ -148,14 +148,14 @@ def strain_command(run: Run, cube_path: Path, out: Path, region=None, stat="mean
                    overwrite=False, progress=True, refine: bool = False, scan=None, calibration=None) -> dict:
     """calibration: a calib.json path (`ccstae calibrate`): patterns read with bad pixels filled and
     resampled onto the scan-aligned frame (origin, ellipse, rotation, flip: ccstae/physics/calibration.py)."""
-    from ccstae.physics.calibration import CalibratedCube, load_calibration
+    from ccstae.physics.calibration import CalibratedCube, counting_patterns, load_calibration
 
     out = Path(out)
     check_outputs(out, overwrite)
     calib = load_calibration(calibration) if calibration is not None else None
     with open_cube(cube_path, dataset=dataset, scan=scan) as cube:
         cube = CalibratedCube(cube, calib, str(calibration)) if calib else cube
-        dose = dose_check(run, cube.read_rows(0, 1).reshape(-1, *cube.shape[2:]))
+        dose = dose_check(run, counting_patterns(cube, cube.shape[1]))
         raw, rate, std, why_no_std = outputs_and_error_bars(run, cube, region, stat, progress, refine)
         cal = input_calibration(cube, calib, calibration)
     maps = maps_from_raw(raw, region, stat, run.rot_range)

@@ -23,6 +23,7 @@ import numpy as np
 
 from ccstae.model import network, refine
 from ccstae.physics import noise, strain
+from ccstae.physics.calibration import counting_patterns
 
 STEP = 1e-5  # finite-difference step on the entries of A = M^-1 (the maps are smooth in A)
 
@@ -136,12 +137,10 @@ def cube_std_maps(run, cube, raw: np.ndarray, region=None, stat: str = "mean", b
     m_ref = getattr(np, stat)(m_all[rs, cs].reshape(-1, 2, 2), axis=0)
     bound = Bound(*run.reference_and_mask())
     out = np.zeros((int(np.prod(raw.shape[:2])), 4))
-    var_x = None
+    var_x = pixel_variance(counting_patterns(cube), run.scale)
+    if var_x is None:
+        return None, "noise-free patterns: no shot-noise scale to build a bound on"
     for start, batch in cube.iter_batches(batch_size):
-        if var_x is None:
-            var_x = pixel_variance(batch[:16], run.scale)
-            if var_x is None:
-                return None, "noise-free patterns: no shot-noise scale to build a bound on"
         x = preprocess.preprocess(batch, run.scale, run.binning, run.crop, run.mask)
         m = m_all.reshape(-1, 2, 2)[start:start + len(batch)]
         bound_std_ = bound.std(x, m, var_x, m_ref)

@@ -121,7 +121,8 @@ class Trainer:
 
     def __init__(self, cfg: dict, patterns: np.ndarray, run_dir: Path, encoder=None, scale=None,
                  reference=None, batch_hooks=(), save_encoder=None, select_from_epoch: int = 1,
-                 prep: dict | None = None, integer_inputs: preprocess.PreprocessParams | None = None):
+                 prep: dict | None = None, integer_inputs: preprocess.PreprocessParams | None = None,
+                 counts: float | None = None):
         for key, value in DISTILL_OFF.items():  # runs made before self-distillation existed
             cfg["train"].setdefault(key, value)
         validate_train_config(cfg)
@@ -139,6 +140,8 @@ class Trainer:
             raise UserError(f"config model.input_crop {self.crop}: the encoder input would be {self.pattern} pixels"
                             " (need >= 16)")
         self.counts, self.gamma = float(cfg["noise"]["counts"]), float(cfg["noise"]["lorentz_gamma"])
+        # The cube's electrons per pattern when its patterns cannot tell (calibrated: resampled); else measured.
+        self.measured_counts = counts
         if prep is None and scale is not None:  # a scale alone: the form before issue 11 (no mask)
             prep = {"pattern": self.detector_pattern, "binning": self.binning, "crop": self.crop,
                     "scale": float(scale), "lut": "sqrt", "mask": {"kind": "none"}}
@@ -194,7 +197,7 @@ class Trainer:
         choice = None
         if t["noise_mode"] == "auto":
             measured = preprocess.fit_preprocess(sample, self.binning, self.crop, m["central_mask"])["measured"]
-            choice = measure.choose_noise(measured, noise.estimate_counts(sample), t["noise_levels"])
+            choice = measure.choose_noise(measured, self.cube_counts(sample), t["noise_levels"])
             t["noise_mode"], t["noise_levels"] = choice["mode"], choice["levels"]
             if choice["counts"] is not None:  # inject shot noise at the cube's own dose
                 self.counts = self.cfg["noise"]["counts"] = float(choice["counts"])
@@ -232,7 +235,10 @@ class Trainer:
         if choice:
             noise_text += f" (auto: {choice['why']})"
         return measure.summary(self.prep_params["measured"], self.prep_params.get("lattice", {}).get("symmetry"),
-                               noise.estimate_counts(patterns), noise_text)
+                               self.cube_counts(patterns), noise_text)
+
+    def cube_counts(self, patterns) -> float | None:
+        return self.measured_counts if self.measured_counts is not None else noise.estimate_counts(patterns)
 
     def noisy(self, raw, levels, rng):
         if levels is None:
@@ -494,8 +500,14 @@ def train(cfg: dict, cube_path: Path, run_dir: Path, resume: bool = False, progr
     if (run_dir / "DONE").exists() and not resume:
         raise UserError(f"{run_dir}: a finished run is already there (choose another --out)")
     patterns = load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset, calibration, scan)
+    counts = None
+    if calibration is not None:  # resampled patterns have lost the count grid: the dose from the file's own
+        from ccstae.physics.calibration import counting_patterns
+
+        with open_cube(cube_path, dataset=dataset, scan=scan) as cube:
+            counts = noise.estimate_counts(counting_patterns(cube, 64))
     try:
-        trainer = Trainer(cfg, patterns, run_dir)
+        trainer = Trainer(cfg, patterns, run_dir, counts=counts)
     except measure.MeasurementError as e:
         raise measure.MeasurementError(f"{cube_path}: {e}") from None
     if report is not None and "measured" in trainer.prep_params:

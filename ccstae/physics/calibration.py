@@ -195,6 +195,10 @@ class CalibratedCube(Cube):
                          dataset_name=cube.dataset_name, format=cube.format, detector=cube.detector)
         self.cal, self.warp = cal, warp
 
+    def uncorrected_rows(self, r0: int, r1: int) -> np.ndarray:
+        """Scan rows as the file holds them (see counting_patterns)."""
+        return super().read_rows(r0, r1)
+
     def read_rows(self, r0: int, r1: int) -> np.ndarray:
         data = super().read_rows(r0, r1)
         n, ry = data.shape[:2]
@@ -208,6 +212,15 @@ class CalibratedCube(Cube):
 
     def close(self) -> None:  # the cube it wraps owns the file
         self._file = None
+
+
+def counting_patterns(cube, n: int = 16) -> np.ndarray:
+    """The first n patterns of a cube as the detector counted them, (n, Qx, Qy): what the dose is read
+    from (physics/noise.estimate_counts finds the count grid). A calibrated cube's resampled patterns
+    have lost that grid (the interpolation mixes neighbouring pixels), so its uncorrected rows are read."""
+    rows = min(cube.shape[0], -(-n // cube.shape[1]))
+    read = getattr(cube, "uncorrected_rows", cube.read_rows)
+    return read(0, rows).reshape(-1, *cube.shape[2:])[:n]
 
 
 # ----------------------------------------------------------------------------- maps
