@@ -201,7 +201,9 @@ def test_available_lets_a_broken_install_show(monkeypatch):
 def test_the_study_skips_the_baseline_with_a_reason_when_py4dstem_is_absent(monkeypatch):
     from ccstae.studies import robustness
 
-    monkeypatch.setattr(baseline, "available", lambda: (False, baseline.INSTALL_HINT))
+    from ccstae.analysis.baseline_py4dstem import INSTALL_HINT
+
+    monkeypatch.setattr(baseline, "available", lambda: (False, INSTALL_HINT))
     res = robustness.run_baseline_cell(load_config("tiny"), [])
     assert res["status"] == "skipped" and "pip install" in res["reason"] and res["rows"] == []
 
