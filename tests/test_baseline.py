@@ -12,7 +12,8 @@ import pytest
 from ccstae.analysis import baseline
 from ccstae.physics import strain
 from ccstae.core.config import load_config
-from ccstae.core.data_io import open_cube, write_cube
+from ccstae.core.cube_writer import write_cube
+from ccstae.core.data_io import open_cube
 from ccstae.core.errors import UserError
 from ccstae.analysis.evaluate import truth_maps
 from ccstae.physics.simulate import render_patterns, sim_params
