@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ccstae.core import config
-from ccstae.core.config import CONFIG_DIR, SCHEMA, ConfigError, load_config, preset_names
+from ccstae.core.config import CONFIG_DIR, ConfigError, load_config, preset_names
+from ccstae.core.schema import SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent
 
