@@ -110,15 +110,7 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
     jitter_rng = np.random.default_rng([p.seed, 1])
     noise_rng = np.random.default_rng([p.seed, 2])
     cfg_saved = dict(cfg, simulate=sim)
-    attrs = {"config": json.dumps(cfg_saved), "noise_w": 0.0 if clean else float(noise_w),
-             "counts": counts, "clean": bool(clean), "seed": p.seed, "created_by": "ccstae simulate",
-             "engine": p.engine, "scan_step_A": p.scan_step_A,
-             "dose_e_per_A2": 0.0 if clean else noise.dose_from_counts(counts, p.scan_step_A),
-             "geometry": "disk of g at (row, col) = (c + y, c + x), c = (P-1)/2, (x, y) = R(theta)(I+eps)^-T g",
-             "theta_units": "radians", "strain_frame": strain.STRAIN_FRAME}
-    attrs.update({f"simulate.{k}": v for k, v in asdict(p).items()})
-    attrs.update({f"noise.{k}": v for k, v in cfg["noise"].items()})
-    attrs.update(p.geometry())
+    attrs = _scan_attrs(cfg_saved, p, clean, noise_w, counts)
 
     from ccstae.physics.distort import Distortion, DistortionParams
 
@@ -139,7 +131,7 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
             return _noisy_copy(clean_multislice(cfg_saved, out_path, rows, progress), out_path, attrs, p,
                                None if clean else noise_w, counts, gamma, overwrite, progress, distortion)
         with cube_writer.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite,
-                                resume=True) as w:
+                                    resume=True) as w:
             multislice.simulate_rows(p, w, strain.swap_frame(gt), progress=progress)
         return out_path
 
@@ -157,6 +149,23 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
         if distortion is not None:
             distortion.write_truth(w.file)
     return out_path
+
+
+def _scan_attrs(cfg_saved: dict, p, clean: bool, noise_w: float, counts: float) -> dict:
+    """A simulated scan's file attributes: its config, noise and dose, the simulator's parameters
+    and geometry, and the frame its ground truth is in."""
+    from ccstae.physics import noise, strain
+
+    attrs = {"config": json.dumps(cfg_saved), "noise_w": 0.0 if clean else float(noise_w),
+             "counts": counts, "clean": bool(clean), "seed": p.seed, "created_by": "ccstae simulate",
+             "engine": p.engine, "scan_step_A": p.scan_step_A,
+             "dose_e_per_A2": 0.0 if clean else noise.dose_from_counts(counts, p.scan_step_A),
+             "geometry": "disk of g at (row, col) = (c + y, c + x), c = (P-1)/2, (x, y) = R(theta)(I+eps)^-T g",
+             "theta_units": "radians", "strain_frame": strain.STRAIN_FRAME}
+    attrs.update({f"simulate.{k}": v for k, v in asdict(p).items()})
+    attrs.update({f"noise.{k}": v for k, v in cfg_saved["noise"].items()})
+    attrs.update(p.geometry())
+    return attrs
 
 
 def simulate_training_sample(cfg: dict, path: Path, progress: bool = True) -> Path:
