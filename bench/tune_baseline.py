@@ -7,8 +7,8 @@ strains, another seed than the test scans), adds noise at the test levels with a
 seed, runs a few py4DSTEM settings and prints the strain MAE of each (the training sample's
 ground truth is for evaluation only; the model never sees it). For a multislice preset
 (ms-mos2) the training cube is its scan at seed 0; bench/bench_baseline.py tests on seeds
-1 and 2. The winner's settings are model/baseline.BaselineParams' defaults. Geometry is
-measured from the data for every setting (model/baseline.measure_geometry).
+1 and 2. The winner's settings are analysis/baseline_geometry.BaselineParams' defaults. Geometry is
+measured from the data for every setting (analysis/baseline_geometry.measure_geometry).
 """
 import sys
 import time

@@ -12,7 +12,8 @@ import pytest
 from ccstae.analysis import baseline
 from ccstae.physics import strain
 from ccstae.core.config import load_config
-from ccstae.core.data_io import open_cube, write_cube
+from ccstae.core.cube_writer import write_cube
+from ccstae.core.data_io import open_cube
 from ccstae.core.errors import UserError
 from ccstae.analysis.evaluate import truth_maps
 from ccstae.physics.simulate import render_patterns, sim_params
@@ -201,7 +202,9 @@ def test_available_lets_a_broken_install_show(monkeypatch):
 def test_the_study_skips_the_baseline_with_a_reason_when_py4dstem_is_absent(monkeypatch):
     from ccstae.studies import robustness
 
-    monkeypatch.setattr(baseline, "available", lambda: (False, baseline.INSTALL_HINT))
+    from ccstae.analysis.baseline_py4dstem import INSTALL_HINT
+
+    monkeypatch.setattr(baseline, "available", lambda: (False, INSTALL_HINT))
     res = robustness.run_baseline_cell(load_config("tiny"), [])
     assert res["status"] == "skipped" and "pip install" in res["reason"] and res["rows"] == []
 

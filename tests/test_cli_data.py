@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ccstae import cli as ccstae_cli
-from ccstae.core import data_io
+from ccstae.core import cube_writer, data_io
 from ccstae.physics import scans
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def bad_files(tmp_path):
         f.create_dataset("datacube", data=np.zeros((2, 3, 4)))
     data = np.ones((2, 3, 8, 8), np.float32)
     data[1, 1, 0, 0] = np.nan
-    data_io.write_cube(tmp_path / "nan.h5", data)
+    cube_writer.write_cube(tmp_path / "nan.h5", data)
     return tmp_path
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ccstae.core import config
-from ccstae.core.config import CONFIG_DIR, SCHEMA, ConfigError, load_config, preset_names
+from ccstae.core.config import CONFIG_DIR, ConfigError, load_config, preset_names
+from ccstae.core.schema import SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,13 +86,13 @@ def test_a_bad_value_is_named_with_its_range(tmp_path, text, words):
 
 def test_schema_choices_match_the_code_that_reads_them():
     from ccstae.physics import crystal, lattice
-    from ccstae.model import preprocess, train
+    from ccstae.model import preprocess, train_config
 
     choices = lambda sec, key: {f.name: f.metadata for f in fields(SCHEMA[sec])}[key]["choices"]  # noqa: E731
     assert choices("model", "central_mask") == preprocess.CENTRAL_MASKS
     assert choices("model", "lattice_symmetry") == lattice.SYMMETRIES
     assert set(choices("simulate", "crystal")) == set(crystal.CRYSTALS)
-    assert set(choices("train", "noise_mode")) == set(train.NOISE_MODES)
+    assert set(choices("train", "noise_mode")) == set(train_config.NOISE_MODES)
 
 
 def test_quantspec_defaults_are_the_default_config():

@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from ccstae.core import data_io
+from ccstae.core import cube_writer, data_io
 from ccstae.core.errors import DataError, UserError
 
 
@@ -23,7 +23,7 @@ def one_line(excinfo, *words):
 def test_our_hdf5_roundtrip(tmp_path):
     data = make_cube()
     gt = {"exx": np.ones((5, 7), np.float32), "grain": np.arange(35, dtype=np.int32).reshape(5, 7)}
-    path = data_io.write_cube(tmp_path / "c.h5", data, ground_truth=gt, attrs={"noise_w": 0.25, "scan": [5, 7]})
+    path = cube_writer.write_cube(tmp_path / "c.h5", data, ground_truth=gt, attrs={"noise_w": 0.25, "scan": [5, 7]})
     with h5py.File(path) as f:
         assert f["datacube"].chunks == (1, 7, 16, 16) and f["datacube"].compression == "gzip"
         assert f.attrs["ccstae_version"] and f.attrs["created_by"]
@@ -42,7 +42,7 @@ def test_our_hdf5_roundtrip(tmp_path):
 
 
 def test_large_patterns_get_smaller_chunks(tmp_path):
-    with data_io.CubeWriter(tmp_path / "big.h5", (1, 300, 64, 64)):
+    with cube_writer.CubeWriter(tmp_path / "big.h5", (1, 300, 64, 64)):
         pass
     with h5py.File(tmp_path / "big.h5") as f:
         assert f["datacube"].chunks == (1, 256, 64, 64)  # 4 MB
@@ -101,7 +101,7 @@ def test_npy(tmp_path):
 
 def test_non_square_patterns_readable_with_a_note(tmp_path):
     data = make_cube((2, 3, 8, 10))
-    path = data_io.write_cube(tmp_path / "r.h5", data)
+    path = cube_writer.write_cube(tmp_path / "r.h5", data)
     with data_io.open_cube(path) as cube:
         assert cube.pattern_size == (8, 10) and "not square" in cube.notes[0]
         assert np.array_equal(cube.read_rows(0, 2), data)
@@ -116,7 +116,7 @@ def test_missing_corrupt_not_4d(tmp_path):
         data_io.open_cube(tmp_path / "junk.h5")
     one_line(e, "junk.h5", "HDF5")
     # a real HDF5 file cut short
-    good = data_io.write_cube(tmp_path / "good.h5", make_cube((8, 8, 16, 16)))
+    good = cube_writer.write_cube(tmp_path / "good.h5", make_cube((8, 8, 16, 16)))
     (tmp_path / "cut.h5").write_bytes(good.read_bytes()[:3000])
     with pytest.raises(DataError) as e:
         with data_io.open_cube(tmp_path / "cut.h5") as cube:
@@ -132,7 +132,7 @@ def test_missing_corrupt_not_4d(tmp_path):
 def test_nans_are_found_per_batch(tmp_path):
     data = make_cube()
     data[3, 2, 5, 5] = np.nan
-    path = data_io.write_cube(tmp_path / "nan.h5", data)
+    path = cube_writer.write_cube(tmp_path / "nan.h5", data)
     with data_io.open_cube(path) as cube:
         it = cube.iter_batches(7)
         assert len(next(it)[1]) == 7  # clean batches pass
@@ -143,23 +143,23 @@ def test_nans_are_found_per_batch(tmp_path):
             cube.check_finite()
     with pytest.raises(DataError):
         data_io.check_finite(path)
-    data_io.check_finite(data_io.write_cube(tmp_path / "ok.h5", make_cube()))
+    data_io.check_finite(cube_writer.write_cube(tmp_path / "ok.h5", make_cube()))
 
 
 def test_existing_output_refused_and_failed_write_leaves_it(tmp_path):
     path = tmp_path / "c.h5"
-    data_io.write_cube(path, make_cube(seed=1))
+    cube_writer.write_cube(path, make_cube(seed=1))
     before = path.read_bytes()
     with pytest.raises(UserError) as e:
-        data_io.write_cube(path, make_cube(seed=2))
+        cube_writer.write_cube(path, make_cube(seed=2))
     one_line(e, "c.h5", "exists")
     with pytest.raises(RuntimeError):
-        with data_io.CubeWriter(path, (5, 7, 16, 16), overwrite=True) as w:
+        with cube_writer.CubeWriter(path, (5, 7, 16, 16), overwrite=True) as w:
             w.write_rows(0, make_cube((1, 7, 16, 16)))
             raise RuntimeError("killed midway")
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5"]
-    data_io.write_cube(path, make_cube(seed=2), overwrite=True)
+    cube_writer.write_cube(path, make_cube(seed=2), overwrite=True)
     with data_io.open_cube(path) as cube:
         assert np.array_equal(cube.read_rows(0, 5), make_cube(seed=2))
 
@@ -171,7 +171,7 @@ def test_lazy_reading_keeps_memory_bounded(tmp_path, suffix):
     if suffix == ".npy":
         np.save(path, np.ones(shape, np.float32))
     else:
-        with data_io.CubeWriter(path, shape) as w:
+        with cube_writer.CubeWriter(path, shape) as w:
             for r in range(shape[0]):
                 w.write_rows(r, np.ones((1,) + shape[1:], np.float32))
     cube_bytes = np.prod(shape) * 4
@@ -193,20 +193,20 @@ def test_resumable_writer_carries_on_and_refuses_other_settings(tmp_path):
     out = tmp_path / "c.h5"
     rows = np.arange(3 * 2 * 4 * 4, dtype=np.float32).reshape(3, 2, 4, 4)
     with pytest.raises(RuntimeError):
-        with data_io.CubeWriter(out, rows.shape, attrs={"seed": 1}, resume=True) as w:
+        with cube_writer.CubeWriter(out, rows.shape, attrs={"seed": 1}, resume=True) as w:
             w.write_rows(0, rows[:1])
             raise RuntimeError("interrupted")
     assert not out.exists() and (tmp_path / "c.h5.partial").exists()
     with pytest.raises(UserError, match="other settings"):
-        with data_io.CubeWriter(out, rows.shape, attrs={"seed": 2}, resume=True):
+        with cube_writer.CubeWriter(out, rows.shape, attrs={"seed": 2}, resume=True):
             pass
-    with data_io.CubeWriter(out, rows.shape, attrs={"seed": 1}, resume=True) as w:
+    with cube_writer.CubeWriter(out, rows.shape, attrs={"seed": 1}, resume=True) as w:
         assert w.rows_done == 1
         w.write_rows(1, rows[1:])
     with data_io.open_cube(out) as cube:
         np.testing.assert_array_equal(cube.read_rows(0, 3), rows)
     # --overwrite starts again from a partial file made with other settings
     (tmp_path / "c.h5.partial").write_bytes((tmp_path / "c.h5").read_bytes())
-    with data_io.CubeWriter(out, rows.shape, attrs={"seed": 3}, resume=True, overwrite=True) as w:
+    with cube_writer.CubeWriter(out, rows.shape, attrs={"seed": 3}, resume=True, overwrite=True) as w:
         assert w.rows_done == 0
         w.write_rows(0, rows)

@@ -12,6 +12,7 @@ import pytest
 from tensorflow import keras
 
 from ccstae.firmware import estimate as E
+from ccstae.firmware import fabric as F
 from ccstae.firmware.convert import FirmwareSpec, convert
 
 C = E.DEFAULTS
@@ -137,11 +138,11 @@ def test_io_parallel_and_resource_strategy_run(tmp_path):
 
 
 def test_memory_and_bram_rules():
-    assert E.bram18(512, 36) == 1 and E.bram18(1024, 36) == 2 and E.bram18(900, 448) == 25
-    assert E.memory_cost(16, 100, C)["where"] == "SRL/LUTRAM"
-    assert E.memory_cost(900, 96, C) == {"BRAM18": 6, "LUT": 0, "where": "BRAM18"}
-    assert E.adder_tree_luts(1, 12, 20)[0] == 0
-    assert E.adder_tree_luts(8, 12, 20) == (7, 4 * 13 + 2 * 14 + 15, 3)
+    assert F.bram18(512, 36) == 1 and F.bram18(1024, 36) == 2 and F.bram18(900, 448) == 25
+    assert F.memory_cost(16, 100, C)["where"] == "SRL/LUTRAM"
+    assert F.memory_cost(900, 96, C) == {"BRAM18": 6, "LUT": 0, "where": "BRAM18"}
+    assert F.adder_tree_luts(1, 12, 20)[0] == 0
+    assert F.adder_tree_luts(8, 12, 20) == (7, 4 * 13 + 2 * 14 + 15, 3)
 
 
 def test_detectors_and_vendor_report():
@@ -190,11 +191,11 @@ def test_clock_period_changes_pipeline(tmp_path):
     assert fast["latency_cycles"] > slow["latency_cycles"]
     assert fast["features"]["ff_pipe"] > slow["features"]["ff_pipe"]
     assert fast["total"]["FF"] > slow["total"]["FF"]
-    assert E.pipeline(C, "7series", 5.0, 3.9, 6)[0] > E.pipeline(C, "ultrascale", 5.0, 2.5, 6)[0]
+    assert F.pipeline(C, "7series", 5.0, 3.9, 6)[0] > F.pipeline(C, "ultrascale", 5.0, 2.5, 6)[0]
 
 
 def test_weight_bits_and_families():
-    ones, span = E.weight_bits(type("P", (), {"width": 8, "integer": 1})(), np.array([3 / 128, 0.25, 5 / 128, 0.0]))
+    ones, span = F.weight_bits(type("P", (), {"width": 8, "integer": 1})(), np.array([3 / 128, 0.25, 5 / 128, 0.0]))
     assert ones.tolist() == [2, 1, 2, 0] and span.tolist() == [2, 1, 3, 0]
     assert E.family_of("xc7z020clg400-1") == "7series" and E.family_of("xcu250-figd2104-2L-e") == "ultrascale"
     assert E.part_key("xcu250-figd2104-2L-e") == "xcu250" and E.part_key("xcku115-flvb2104-2-i") == "xcku115"

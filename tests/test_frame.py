@@ -11,7 +11,8 @@ import pytest
 from ccstae.analysis import baseline
 from ccstae.analysis.evaluate import truth_maps, write_strain_h5
 from ccstae.core.config import load_config
-from ccstae.core.data_io import open_cube, write_cube
+from ccstae.core.cube_writer import write_cube
+from ccstae.core.data_io import open_cube
 from ccstae.physics import scans, simulate, strain
 
 AVAILABLE, WHY = baseline.available()

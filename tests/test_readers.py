@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ccstae import cli as ccstae_cli
-from ccstae.core import data_io, overview, readers
+from ccstae.core import cube_writer, data_io, overview, readers
 
 pytest.importorskip("rsciio", reason="rosettasciio is not installed (pip install -e '.[readers]')")
 
@@ -135,7 +135,7 @@ def test_strain_writes_an_emd_file_py4dstem_opens(run, cli, tmp_path):
     assert ccstae_cli.main(["simulate", "--preset", "tiny", "--seed", "5", "--no-progress", "--out", str(sim)]) == 0
     with data_io.open_cube(sim) as cube:  # a 12 x 7 scan, so that Rx and Ry cannot be confused
         data, attrs = cube.read_rows(0, 12)[:, :7], dict(cube.attrs)
-    cube_path = data_io.write_cube(tmp_path / "cut.h5", data, attrs={"scan_step_A": 2.5,
+    cube_path = cube_writer.write_cube(tmp_path / "cut.h5", data, attrs={"scan_step_A": 2.5,
                                                                       "k_px_inv_A": attrs["k_px_inv_A"]})
     out = tmp_path / "s.h5"
     rc, text, err = cli("strain", "--model", run, "--input", cube_path, "--out", out, "--region", "2:8,1:4",

@@ -9,7 +9,8 @@ import pytest
 
 from ccstae.studies import robustness, robustness_eval
 from ccstae.core.config import load_config
-from ccstae.core.data_io import open_cube, write_cube
+from ccstae.core.cube_writer import write_cube
+from ccstae.core.data_io import open_cube
 from ccstae.core.errors import UserError
 
 

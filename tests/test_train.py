@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from ccstae.model import train
+from ccstae.model import train, train_config
 from ccstae.core.config import load_config
 from ccstae.core.errors import UserError
 from ccstae.physics.scans import simulate_scan
@@ -115,11 +115,11 @@ def test_noise_modes_draw_the_levels_they_promise():
     assert noise_set(t, "mixed", 0, rng) == {0.0, 0.5, 0.7}
     assert noise_set(t, "curriculum", 0, rng) == {0.0}  # clean first
     assert noise_set(t, "curriculum", 9, rng) == {0.0, 0.5, 0.7}
-    assert train.noise_levels_for(dict(t, noise_mode="none"), 0, 8, rng) is None
+    assert train_config.noise_levels_for(dict(t, noise_mode="none"), 0, 8, rng) is None
 
 
 def noise_set(t, mode, epoch, rng):
-    return set(np.round(train.noise_levels_for(dict(t, noise_mode=mode), epoch, 500, rng), 3).tolist())
+    return set(np.round(train_config.noise_levels_for(dict(t, noise_mode=mode), epoch, 500, rng), 3).tolist())
 
 
 def test_bad_configs_are_user_errors(tiny_cube, tmp_path):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 
 from ccstae.firmware import estimate as E
+from ccstae.firmware import fabric as F
 from ccstae.firmware import frontend_estimate as FE
 from ccstae.firmware.centroid import CoreParams, clog2
 
@@ -69,19 +70,19 @@ def estimate_core(core: CoreParams, clock_period_ns: float = 5.0) -> dict:
         blocks.append({"name": name, "LUT": int(round(lut)), "FF": int(round(ff)), "DSP": int(dsp),
                       "BRAM18": int(bram), "note": note})
 
-    frame = E.memory_cost(size * size, core.sum_bits, c)
+    frame = F.memory_cost(size * size, core.sum_bits, c)
     add("frame buffer", lut=frame["LUT"], bram=frame["BRAM18"],
         note=f"{size * size:,} x {core.sum_bits} bits, {frame['where']}")
-    sectors = E.memory_cost(size * size, clog2(k + 1), c)
+    sectors = F.memory_cost(size * size, clog2(k + 1), c)
     add("sector ROM", lut=sectors["LUT"], bram=sectors["BRAM18"],
         note=f"{size * size:,} x {clog2(k + 1)} bits, {sectors['where']}")
-    line = E.memory_cost(size, w_col, c)
+    line = F.memory_cost(size, w_col, c)
     add("box sums", lut=line["LUT"] + 2 * w_col + 2 * w["box"] + 4 * coord,
         ff=2 * core.sum_bits + w_col + w["box"] + 4 * coord,
         note=f"a line of {size} column sums ({line['where']}), {w['box']}-bit box sums")
     add("peak tracking", lut=w["box"] * (1 + math.ceil(k / 4)) + 2 * k, ff=k * (w["box"] + 1 + 2 * clog2(size)),
         note=f"{k} best sums and window centres, one compare and a {k}-way mux")
-    rom = E.memory_cost(n_off, 2 * d_bits + 2, c)
+    rom = F.memory_cost(n_off, 2 * d_bits + 2, c)
     small = _product(core.sum_bits, d_bits)
     acc_bits = w["s"] + 2 * w["sx"] + w["ni"] + 2 * w["xi"] + w["b"] + w["nb"]
     add("window sums", lut=rom["LUT"] + 2 * small["LUT"] + acc_bits + 6 * coord, ff=acc_bits + 2 * core.sum_bits + 4 * coord,
@@ -94,9 +95,9 @@ def estimate_core(core: CoreParams, clock_period_ns: float = 5.0) -> dict:
         + 4 * w["shifted"] + 4 * w["pos"], ff=w["den"] + 2 * w["num"] + 2 * div_ff + 2 * w["off"],
         dsp=sum(p["DSP"] for p in epilogue),
         note=f"6 products, 2 sequential {w['shifted']}/{w['den']}-bit divides, clamps, positions")
-    store = E.memory_cost(k, w["pos"], c)
+    store = F.memory_cost(k, w["pos"], c)
     fit = _product(w["pinv"], w["pos"])
-    pinv = E.memory_cost(k, w["pinv"], c)
+    pinv = F.memory_cost(k, w["pinv"], c)
     add("lattice fit", lut=2 * store["LUT"] + 3 * pinv["LUT"] + 6 * fit["LUT"] + 6 * w["acc"] + 6 * w["out"],
         ff=6 * w["acc"] + 2 * w["pos"] + 3 * w["pinv"] + 6 * w["out"], dsp=6 * fit["DSP"],
         bram=2 * store["BRAM18"] + 3 * pinv["BRAM18"],

@@ -28,7 +28,7 @@ from ccstae.model import preprocess as pp
 from ccstae.physics.strain import MAPS, flat_map_mae, mae, strain_maps
 
 LABEL = "centroid core"
-TRAIN_SAMPLE = 2000  # patterns the preprocessing is measured on (as model/train.Trainer.fit_preprocess)
+TRAIN_SAMPLE = 2000  # patterns the preprocessing is measured on (as model/train_setup.fit_preprocess)
 
 
 def stream_params(cfg: dict, train_cube) -> tuple:

@@ -16,7 +16,7 @@ fitted (inside physical bounds, BOUNDS) on published syntheses of hls4ml designs
 (ccstae/firmware/calibration/designs.toml, ccstae/firmware/calibration.py) and stored in
 ccstae/firmware/calibration/fit.json with each quantity's leave-one-out error, which every estimate
 carries as est["error_bars"] and prints ("108,204 LUT +- 33 %"). Multipliers beyond the part's
-DSPs are built in fabric (counted, not fitted). The rules and delays in DEFAULTS/DELAYS_NS are
+DSPs are built in fabric (counted, not fitted). The rules and delays in DEFAULTS/fabric.DELAYS_NS are
 set by hand from HLS reports, not fitted; bench/bench_estimate.py prints the calibration table.
 """
 from __future__ import annotations
@@ -28,8 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from ccstae.firmware import hardware as H
-from ccstae.firmware.hardware import (DELAYS_NS, adder_tree_luts, bram18, csd_digits, memory_cost,  # noqa: F401
-                               pipeline, tree_level_bits, weight_bits)
 
 KIND_ESTIMATE = "estimate (hls4ml graph model)"
 RESOURCES = ("LUT", "FF", "DSP", "BRAM18")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 
 from ccstae.firmware import estimate as E
+from ccstae.firmware import fabric as F
 
 KIND = "estimate (front-end model)"
 # Control FSM, loop counters and stream handshakes of one dataflow process (the value the
@@ -78,33 +79,33 @@ def estimate_frontend(geometry: dict, clock_period_ns: float = 5.0, constants: d
                       "note": note})
 
     # bin_frame: group sums, accumulators, restart muxes, pipeline registers.
-    adders, tree_luts, levels = E.adder_tree_luts(per_group, bits, sum_bits)
+    adders, tree_luts, levels = F.adder_tree_luts(per_group, bits, sum_bits)
     acc_adders = groups * (1 + (words_per_bin > 1))
     add("binning adders", lut=groups * tree_luts + acc_adders * sum_bits + groups * 2 * sum_bits / 2,
         ff=ppc * bits + groups * sum_bits * (levels + 2),
         note=f"{groups} x ({per_group}-count tree + {1 + (words_per_bin > 1)} accumulator(s)), {sum_bits}-bit sums")
-    mem = E.memory_cost(bin_w // groups, sum_bits, c)
+    mem = F.memory_cost(bin_w // groups, sum_bits, c)
     add("line buffer", lut=groups * mem["LUT"], bram=groups * mem["BRAM18"],
         note=f"{bin_w} x {sum_bits} bits in {groups} bank(s), {mem['where']}")
-    fifo = E.memory_cost(bin_w // groups, groups * sum_bits, c)
+    fifo = F.memory_cost(bin_w // groups, groups * sum_bits, c)
     add("binned-row FIFO", lut=fifo["LUT"], bram=fifo["BRAM18"],
         note=f"{bin_w // groups} x {groups * sum_bits} bits, {fifo['where']}")
     if geometry.get("bad_pixels"):
-        rom = E.memory_cost(p * p // ppc, ppc, c)
+        rom = F.memory_cost(p * p // ppc, ppc, c)
         add("bad-pixel ROM + gates", lut=rom["LUT"] + ppc * bits, bram=rom["BRAM18"],
             note=f"{p * p // ppc:,} x {ppc} bits ({rom['where']}); one LUT per gated count bit")
     shifted = bool(geometry.get("origin_shift"))
     if shifted:
-        frame = E.memory_cost(bin_w * bin_w // groups, sum_bits, c)
+        frame = F.memory_cost(bin_w * bin_w // groups, sum_bits, c)
         add("binned frame (ping-pong)", lut=2 * groups * frame["LUT"], bram=2 * groups * frame["BRAM18"],
             note=f"2 x {bin_w} x {bin_w} x {sum_bits} bits in {groups} bank(s), {frame['where']}")
         add("window: shift word, address, bounds", lut=2 * 16 + 4 * 16 + 2 * 16, ff=2 * 16 + 2 * 16,
             note="(dy, dx) 16-bit; two address adders, four bound compares, the outside-reads-0 mux")
     # crop_mask_lut: word mux, counters and crop compares, saturating index, two ROMs.
     if geometry.get("masked", True):
-        mask = E.memory_cost(enc * enc, 1, c)
+        mask = F.memory_cost(enc * enc, 1, c)
         add("mask ROM", lut=mask["LUT"], bram=mask["BRAM18"], note=f"{enc} x {enc} bits, {mask['where']}")
-    lut = E.memory_cost(int(geometry["lut_depth"]), int(geometry["lut_bits"]), c)
+    lut = F.memory_cost(int(geometry["lut_depth"]), int(geometry["lut_bits"]), c)
     add("input LUT ROM", lut=lut["LUT"], bram=lut["BRAM18"],
         note=f"{int(geometry['lut_depth']):,} x {geometry['lut_bits']} bits, {lut['where']}")
     add("crop, mask, saturate", lut=sum_bits * math.ceil(max(groups - 1, 0) / 3) + 2 * sum_bits + 4 * 16,

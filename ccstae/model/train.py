@@ -17,6 +17,10 @@ A run directory holds:
                        (ccstae/model/errorbar.py), what its error bars are scaled by
     checkpoints/       the last state (weights, optimizer, epoch) for --resume
     DONE               written last: the run finished
+
+Beside it: ccstae/model/train_config.py (what [train] may say, the noise and blur schedules),
+ccstae/model/train_setup.py (what is measured from the cube before the first step) and
+ccstae/model/distill.py (the self-distillation targets).
 """
 from __future__ import annotations
 
@@ -30,64 +34,12 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from ccstae.model import errorbar, health, measure, network, preprocess, refine, stn
-from ccstae.physics import lattice, noise
+from ccstae.model import distill, errorbar, health, measure, network, preprocess, stn, train_setup
+from ccstae.model.train_config import DISTILL_OFF, blur_at, noise_levels_for, validate_train_config
+from ccstae.physics import noise
 from ccstae.core.data_io import open_cube
 from ccstae.core.outputs import atomic_path, write_json
 from ccstae.core.errors import UserError
-
-NOISE_MODES = ("none", "fixed", "mixed", "curriculum", "auto")  # auto: chosen from the cube (fit_preprocess)
-DISTILL_OFF = {"distill_epochs": 0, "distill_learning_rate": 1e-3, "distill_steps": 4}
-
-
-def validate_train_config(cfg: dict) -> None:
-    t = cfg["train"]
-    if t["noise_mode"] not in NOISE_MODES:
-        raise UserError(f"config train.noise_mode '{t['noise_mode']}' is not one of {', '.join(NOISE_MODES)}")
-    if t["noise_per"] not in ("sample", "batch"):
-        raise UserError("config train.noise_per must be 'sample' or 'batch'")
-    if not t["noise_levels"] or any(not 0 <= w < 1 for w in t["noise_levels"]):
-        raise UserError("config train.noise_levels must be a non-empty list of levels in [0, 1)")
-    for key in ("batch_size", "max_patterns"):
-        if int(t[key]) < 1:
-            raise UserError(f"config train.{key} must be >= 1")
-    # QAT of a distilled run distils only (ccstae/quant/qat.py): no cycle epochs then.
-    if int(t["epochs"]) < (0 if int(t.get("distill_epochs", 0)) > 0 else 1):
-        raise UserError("config train.epochs must be >= 1")
-    if not 0 < t["val_fraction"] < 0.5:
-        raise UserError("config train.val_fraction must be in (0, 0.5)")
-    if not 0 <= t["mask_inner"] < t["mask_outer"] <= 0.5:
-        raise UserError("config train: need 0 <= mask_inner < mask_outer <= 0.5")
-    m = cfg["model"]
-    if m["central_mask"] not in preprocess.CENTRAL_MASKS:
-        raise UserError(f"config model.central_mask '{m['central_mask']}' is not one of "
-                        f"{', '.join(preprocess.CENTRAL_MASKS)}")
-    if m["lattice_symmetry"] not in lattice.SYMMETRIES:
-        raise UserError(f"config model.lattice_symmetry '{m['lattice_symmetry']}' is not one of "
-                        f"{', '.join(lattice.SYMMETRIES)}")
-
-
-def noise_levels_for(t: dict, epoch: int, n: int, rng: np.random.Generator):
-    """Per-sample noise levels for one batch of size n at this epoch (None: no noise)."""
-    mode, levels = t["noise_mode"], np.asarray(t["noise_levels"], float)
-    if mode == "auto":
-        raise ValueError("noise_mode 'auto' must be resolved from the cube before training (Trainer.fit_preprocess)")
-    if mode == "none":
-        return None
-    if mode == "fixed":
-        return np.full(n, levels[0])
-    if mode == "curriculum":
-        # Admit levels in increasing order over the first half of training.
-        progress = min(1.0, (epoch + 1) / max(1, t["epochs"] // 2))
-        levels = np.sort(levels)[: max(1, int(np.ceil(progress * len(levels))))]
-    if t["noise_per"] == "batch":
-        return np.full(n, rng.choice(levels))
-    return rng.choice(levels, size=n)
-
-
-def blur_at(t: dict, epoch: int) -> float:
-    frac = min(1.0, epoch / max(1, 0.6 * t["epochs"]))
-    return float(t["blur_start"] + (t["blur_end"] - t["blur_start"]) * frac)
 
 
 def load_patterns(cube_path: Path, t: dict, seed: int, dataset: str | None = None, calibration=None,
@@ -146,7 +98,8 @@ class Trainer:
             prep = {"pattern": self.detector_pattern, "binning": self.binning, "crop": self.crop,
                     "scale": float(scale), "lut": "sqrt", "mask": {"kind": "none"}}
         if prep is None:
-            prep = self.fit_preprocess(patterns, m, t)
+            prep = train_setup.fit_preprocess(cfg, patterns, self.binning, self.crop, counts)
+            self.counts = float(cfg["noise"]["counts"])  # noise_mode "auto" may inject at the cube's own dose
         self.prep_params = dict(prep)
         self.scale, self.prep_mask = float(prep["scale"]), prep.get("mask")
         self.batch_hooks = list(batch_hooks)
@@ -176,7 +129,8 @@ class Trainer:
             d = np.mean((x - x[:1]) ** 2, axis=(1, 2, 3))
             reference = x[np.argsort(d)[:16]].mean(axis=0)
         if "lattice" not in self.prep_params:
-            self.prep_params["lattice"] = self.fit_lattice(reference[..., 0], m["lattice_symmetry"], self.prep_params)
+            self.prep_params["lattice"] = train_setup.fit_lattice(reference[..., 0], m["lattice_symmetry"],
+                                                                  self.prep_params)
         self.rot_range = float(self.prep_params["lattice"]["rotation_range"])
         self.model = network.CCSTAE(encoder, reference, self.rot_range)
         self.mask = stn.loss_mask(self.pattern, t, self.prep_mask)
@@ -188,57 +142,9 @@ class Trainer:
                                         optimizer=self.optimizer, epoch=self.epoch, best_val=self.best_val)
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.run_dir / "checkpoints"), max_to_keep=2)
 
-    def fit_preprocess(self, patterns, m, t) -> dict:
-        """Measure the preprocessing on a sample of the training patterns. s comes from that
-        sample with the strongest training noise injected, so noisy inputs do not saturate
-        the input quantizer. noise_mode "auto" is resolved here, from the measured background
-        and the cube's electrons per pattern (measure.choose_noise), into cfg and the record."""
-        sample = patterns[:: max(1, len(patterns) // 2000)]
-        choice = None
-        if t["noise_mode"] == "auto":
-            measured = preprocess.fit_preprocess(sample, self.binning, self.crop, m["central_mask"])["measured"]
-            choice = measure.choose_noise(measured, self.cube_counts(sample), t["noise_levels"])
-            t["noise_mode"], t["noise_levels"] = choice["mode"], choice["levels"]
-            if choice["counts"] is not None:  # inject shot noise at the cube's own dose
-                self.counts = self.cfg["noise"]["counts"] = float(choice["counts"])
-        levels = [0.0] if t["noise_mode"] == "none" else t["noise_levels"]
-        noisy = self.noisy(sample, np.full(len(sample), max(levels)), np.random.default_rng(t["seed"] + 7))
-        try:
-            prep = preprocess.fit_preprocess(sample, self.binning, self.crop, m["central_mask"], scale_patterns=noisy)
-        except measure.MeasurementError:
-            raise
-        except ValueError as e:
-            raise UserError(f"training patterns: {e}") from None
-        if choice is not None:
-            prep["noise_choice"] = {"requested": "auto", **choice}
-        return prep
-
-    @staticmethod
-    def fit_lattice(reference: np.ndarray, configured: str, prep: dict | None = None) -> dict:
-        m = (prep or {}).get("measured", {})
-        inner = float((prep or {}).get("mask", {}).get("radius", 0.0))
-        if "disk_radius" in m:  # background-proof, checked against the first-order peaks (issue 25)
-            measured, corr, peaks = measure.lattice_symmetry(reference, inner, float(m["disk_radius"])) \
-                if configured == "auto" else (*lattice.measure_symmetry(reference), None)
-        else:
-            (measured, corr), peaks = lattice.measure_symmetry(reference), None
-        symmetry = measured if configured == "auto" else configured
-        return {"symmetry": symmetry, "configured": configured, "measured": measured,
-                "rotation_correlation": {str(k): round(v, 4) for k, v in corr.items()},
-                "peaks": peaks, "rotation_range": network.rotation_range(symmetry)}
-
     def summary(self, patterns) -> str:
-        """measure.summary of this run: what was measured and the noise it will inject, and why."""
-        t, choice = self.t, self.prep_params.get("noise_choice")
-        noise_text = t["noise_mode"] if t["noise_mode"] == "none" else \
-            f"{t['noise_mode']} w = {', '.join(f'{w:g}' for w in t['noise_levels'])} at {self.counts:,.0f} e/pattern"
-        if choice:
-            noise_text += f" (auto: {choice['why']})"
-        return measure.summary(self.prep_params["measured"], self.prep_params.get("lattice", {}).get("symmetry"),
-                               self.cube_counts(patterns), noise_text)
-
-    def cube_counts(self, patterns) -> float | None:
-        return self.measured_counts if self.measured_counts is not None else noise.estimate_counts(patterns)
+        """train_setup.summary of this run: what was measured and the noise it will inject, and why."""
+        return train_setup.summary(self.prep_params, self.t, self.counts, patterns, self.measured_counts)
 
     def noisy(self, raw, levels, rng):
         if levels is None:
@@ -295,28 +201,11 @@ class Trainer:
                                for i in range(0, len(raw_patterns), batch_size)])
 
     def distill_targets(self) -> dict:
-        """Each training and validation pattern's parameters, refined by Gauss-Newton against the
-        learned reference from the encoder's own guess (ccstae/model/refine.py). They are fitted on
-        the patterns as given (x_target of the cycle loss: before injected noise), never on truth."""
-        aligner = refine.Aligner(self.model.reference.numpy(), self.mask, float(self.t["blur_end"]))
-        out = {}
-        for name, raw in (("train", self.train_raw), ("val", self.val_raw)):
-            params = []
-            for i in range(0, len(raw), 1024):
-                part = raw[i:i + 1024]
-                guess = network.matrices_from_raw(self.predict_raw(part), self.rot_range)
-                m, _ = aligner.fit(self.prep(part), guess, steps=int(self.t["distill_steps"]))
-                params.append(refine.params_from_matrices(m))
-            out[name] = np.concatenate(params).astype(np.float32)
-        # Loss units: the strain parameters share one, their largest spread over the training targets,
-        # so the loss reads in strain whatever the specimen's range; rotation gets the geometric mean
-        # of that and its own spread. Measured on the default preset's QAT (quantized MAE, mean exx/eyy
-        # at w = 0 / 0.7; theta at w = 0): rotation in strain units 0.0017 / 0.0023, 0.107 deg; each
-        # parameter in its own spread 0.0012 / 0.0019, 0.19 deg; this 0.0011 / 0.0020, 0.061 deg.
-        spread = np.maximum(out["train"].std(0), 1e-4)
-        strain_unit = float(spread[:3].max())
-        out["scale"] = np.array([strain_unit] * 3 + [np.sqrt(strain_unit * spread[3])], np.float32)
-        return out
+        """The distillation targets of the training and validation patterns, and their loss units
+        (ccstae/model/distill.py), refined against the learned reference from the encoder's own guess."""
+        return distill.fit_targets(self.model.reference.numpy(), self.mask, self.t,
+                                   {"train": self.train_raw, "val": self.val_raw}, self.predict_raw, self.prep,
+                                   self.rot_range)
 
     def begin_distill(self, n_batches: int) -> None:
         """Start the distillation phase: the best cycle-phase encoder and reference come back, the

@@ -16,7 +16,7 @@ abTEM grid is finer, interpolated (bilinear) at the detector pixel centres, and 
 sum 1 like the kinematic patterns, so ccstae/physics/noise.py applies unchanged. The share of the
 electrons that land on the detector is kept per pattern in the dataset /detected_fraction.
 
-Rows are written one at a time through a resumable data_io.CubeWriter: an interrupted run
+Rows are written one at a time through a resumable cube_writer.CubeWriter: an interrupted run
 carries on from its last finished row. A GPU is used when abTEM can (cupy importable).
 No thermal diffuse scattering (no frozen phonons): disks, no Kikuchi background.
 """

@@ -43,11 +43,11 @@ def _noisy_copy(clean_path, out_path, attrs, p, noise_w, counts, gamma, overwrit
     no noise. distortion: a distort.Distortion applied before the noise (geometry) and after (detector)."""
     import h5py
 
-    from ccstae.core import data_io
+    from ccstae.core import cube_writer, data_io
     from ccstae.physics import noise
 
     with h5py.File(clean_path, "r") as src, \
-            data_io.CubeWriter(out_path, src["datacube"].shape, attrs=attrs, overwrite=overwrite) as w:
+            cube_writer.CubeWriter(out_path, src["datacube"].shape, attrs=attrs, overwrite=overwrite) as w:
         for r in tqdm(range(src["datacube"].shape[0]), desc="noise", unit="row", disable=not progress,
                       dynamic_ncols=True):
             rng = np.random.default_rng([p.seed, 2, r])
@@ -86,7 +86,7 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
     (.ms-clean-<digest of [simulate], seed and rows>.h5), so the noise levels and doses of one
     sample cost one multislice run; noise draws are per scan row (seed, row).
     """
-    from ccstae.core import data_io
+    from ccstae.core import cube_writer
     from ccstae.core.outputs import check_output
     from ccstae.physics import noise, strain
 
@@ -110,15 +110,7 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
     jitter_rng = np.random.default_rng([p.seed, 1])
     noise_rng = np.random.default_rng([p.seed, 2])
     cfg_saved = dict(cfg, simulate=sim)
-    attrs = {"config": json.dumps(cfg_saved), "noise_w": 0.0 if clean else float(noise_w),
-             "counts": counts, "clean": bool(clean), "seed": p.seed, "created_by": "ccstae simulate",
-             "engine": p.engine, "scan_step_A": p.scan_step_A,
-             "dose_e_per_A2": 0.0 if clean else noise.dose_from_counts(counts, p.scan_step_A),
-             "geometry": "disk of g at (row, col) = (c + y, c + x), c = (P-1)/2, (x, y) = R(theta)(I+eps)^-T g",
-             "theta_units": "radians", "strain_frame": strain.STRAIN_FRAME}
-    attrs.update({f"simulate.{k}": v for k, v in asdict(p).items()})
-    attrs.update({f"noise.{k}": v for k, v in cfg["noise"].items()})
-    attrs.update(p.geometry())
+    attrs = _scan_attrs(cfg_saved, p, clean, noise_w, counts)
 
     from ccstae.physics.distort import Distortion, DistortionParams
 
@@ -138,12 +130,12 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
         if not clean or distortion is not None:  # on a clean scan cached beside the output: one run per sample
             return _noisy_copy(clean_multislice(cfg_saved, out_path, rows, progress), out_path, attrs, p,
                                None if clean else noise_w, counts, gamma, overwrite, progress, distortion)
-        with data_io.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite,
-                                resume=True) as w:
+        with cube_writer.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite,
+                                    resume=True) as w:
             multislice.simulate_rows(p, w, strain.swap_frame(gt), progress=progress)
         return out_path
 
-    with data_io.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite) as w:
+    with cube_writer.CubeWriter(out_path, (rx, ry, p.pattern, p.pattern), attrs=attrs, overwrite=overwrite) as w:
         for r in tqdm(range(rx), desc="simulate", unit="row", disable=not progress, dynamic_ncols=True):
             row = render_patterns(p, gt["exx"][r], gt["eyy"][r], gt["exy"][r], gt["theta"][r], rng=jitter_rng)
             if distortion is not None:
@@ -159,6 +151,23 @@ def simulate_scan(cfg: dict, out_path, noise_w: float = 0.0, counts: float | Non
     return out_path
 
 
+def _scan_attrs(cfg_saved: dict, p, clean: bool, noise_w: float, counts: float) -> dict:
+    """A simulated scan's file attributes: its config, noise and dose, the simulator's parameters
+    and geometry, and the frame its ground truth is in."""
+    from ccstae.physics import noise, strain
+
+    attrs = {"config": json.dumps(cfg_saved), "noise_w": 0.0 if clean else float(noise_w),
+             "counts": counts, "clean": bool(clean), "seed": p.seed, "created_by": "ccstae simulate",
+             "engine": p.engine, "scan_step_A": p.scan_step_A,
+             "dose_e_per_A2": 0.0 if clean else noise.dose_from_counts(counts, p.scan_step_A),
+             "geometry": "disk of g at (row, col) = (c + y, c + x), c = (P-1)/2, (x, y) = R(theta)(I+eps)^-T g",
+             "theta_units": "radians", "strain_frame": strain.STRAIN_FRAME}
+    attrs.update({f"simulate.{k}": v for k, v in asdict(p).items()})
+    attrs.update({f"noise.{k}": v for k, v in cfg_saved["noise"].items()})
+    attrs.update(p.geometry())
+    return attrs
+
+
 def simulate_training_sample(cfg: dict, path: Path, progress: bool = True) -> Path:
     """The clean simulated training cube of a config (the test scans use [simulate] as it is).
 
@@ -168,7 +177,7 @@ def simulate_training_sample(cfg: dict, path: Path, progress: bool = True) -> Pa
     instead of the few grains and strain values one scan holds. Either way no label is used:
     the ground truth saved with the cube is for evaluation only.
     """
-    from ccstae.core.data_io import write_cube
+    from ccstae.core.cube_writer import write_cube
     from ccstae.physics.strain import STRAIN_FRAME, swap_frame
 
     t = cfg["train"]

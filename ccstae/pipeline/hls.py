@@ -148,52 +148,14 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
         hls_model = convert.convert(qenc, spec, prj)
         csim.ensure_compiled(hls_model)
     est = E.estimate(hls_model, spec.clock_period_ns)
-
-    # Every test pattern through the float encoder, the QKeras encoder and the firmware
-    # (path 1: hls4ml's compiled C++), the last two compared bit for bit.
-    raw = {"float": {}, "quantized": {}, "firmware": {}}
-    checks, tb_inputs = [], []
-    per_level = int(cfg["firmware"]["csim_patterns_per_level"])
     fw_cfg = {**load_config("default")["firmware"], **cfg["firmware"]}  # runs saved before a key existed
-    predict_per_level = int(fw_cfg["predict_patterns_per_level"])
     # g++ of the testbench (C-simulation 2) meanwhile, on whatever core C-simulation 1 leaves idle.
     tb_build = ThreadPoolExecutor(1)
     tb_built = tb_build.submit(csim.build_testbench, prj)
     with watch("C-simulation 1: hls4ml compile + predict vs QKeras"):
-        for w, path in tests.items():
-            out = {label: [] for label in raw}
-            checked = []  # (QKeras, firmware) outputs of the patterns through the C++
-            with open_cube(path) as cube:
-                check_pattern_size(cube, q_run.pattern)
-                scan, n = cube.shape[:2], len(cube)
-                tb_index = set(np.linspace(0, n - 1, min(per_level, n)).astype(int).tolist())
-                n_pred = n if predict_per_level <= 0 else min(predict_per_level, n)
-                pred_index = set(np.linspace(0, n - 1, n_pred).astype(int).tolist())
-                for start, patterns in cube.iter_batches(1024):  # streamed: any cube size
-                    x = q_run.inputs(patterns)
-                    out["float"].append(float_run.encoder.predict(float_run.inputs(patterns), batch_size=256,
-                                                                  verbose=0))
-                    q = qenc.predict(x, batch_size=256, verbose=0)
-                    out["quantized"].append(q)
-                    # The firmware's outputs: the C++'s where it ran, QKeras's elsewhere (bit-equal
-                    # wherever checked, or make hls fails; [firmware] predict_patterns_per_level).
-                    sel = [i - start for i in range(start, start + len(x)) if i in pred_index]
-                    fw = np.array(q, np.float64)
-                    if sel:
-                        fw[sel] = csim.predict_firmware(hls_model, x[sel])
-                        checked.append((q[sel], fw[sel]))
-                    out["firmware"].append(fw)
-                    tb_inputs.append(x[[i - start for i in range(start, start + len(x)) if i in tb_index]])
-            for label in raw:
-                raw[label][w] = np.concatenate(out[label]).reshape(*scan, 4)
-            checks.append((level_name(w), csim.compare_outputs(np.concatenate([c[0] for c in checked]),
-                                                               np.concatenate([c[1] for c in checked]))))
-        edges = csim.edge_case_patterns(x.shape[1:])
-        checks.append(("edge cases", csim.compare_compiled(hls_model, qenc, edges)))
-    n_checked = sum(r.n_patterns for _, r in checks)
-    exact_fraction = sum(r.exact_fraction * r.n_patterns for _, r in checks) / n_checked
-    mismatches = [f"{label}: pattern {i} output {j}: qkeras {q!r} firmware {f!r}"
-                  for label, r in checks for i, j, q, f in r.mismatches[:5]]
+        raw, checks, tb_inputs, edges = predict_test_patterns(
+            tests, float_run, q_run, hls_model, int(cfg["firmware"]["csim_patterns_per_level"]),
+            int(fw_cfg["predict_patterns_per_level"]))
 
     with watch("C-simulation 2: generated testbench (g++)"):
         tb_built.result()  # a build error surfaces here
@@ -207,45 +169,105 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
         front["estimate"] = frontend_estimate.summary(front["geometry"], est)
 
     with watch("strain accuracy"):
-        rot = float_run.rot_range  # the rotation bound follows the lattice symmetry
-        accuracy = {label: {} for label in raw}
-        calib = {label: {} for label in raw}  # slope and correlation against the truth, beside every MAE
-        # RMS of error / error bar per map (1: honest error bars; ccstae/model/errorbar.py)
-        error_bars = {"float": {}, "firmware": {}}
-        skill = {"flat map": {}, "noise floor": {}, "centroids": {}, "Bayes bound": {}}
-        truths = {}
-        for w, path in tests.items():
-            with open_cube(path) as cube:
-                if cube.ground_truth is not None:
-                    truths[w] = truth_maps(cube.ground_truth)
-            for label in raw:
-                if w in truths:
-                    pred = maps_from_raw(raw[label][w], rot_range=rot)
-                    accuracy[label][level_name(w)] = mae(pred, truths[w], 2 * rot)
-                    calib[label][level_name(w)] = calibration(pred, truths[w], 2 * rot)
-                    if label in error_bars:
-                        with open_cube(path) as cube:
-                            std, _ = errorbar.cube_std_maps(float_run if label == "float" else q_run, cube, raw[label][w])
-                        if std is not None:
-                            error_bars[label][level_name(w)] = errorbar.error_bar_calibration(pred, truths[w], std, 2 * rot)
-            if w in truths:  # what no skill scores, and what shot noise leaves to the best estimator
-                for label, m in skill_lines(path, truths[w], 2 * rot).items():
-                    skill[label][level_name(w)] = m
-        # Bit-exact with QKeras is not enough: a too-narrow fixed-point range would clip both
-        # alike. Compare the firmware with the float twin of the quantized encoder (same pruned
-        # weights, no quantizers) on the noisiest test patterns.
-        w_hi = max(tests, key=lambda w: w if isinstance(w, float) else -1)
-        with open_cube(tests[w_hi]) as cube:
-            n_hi = min(len(cube), 1024)
-            x_hi = q_run.inputs(cube.read_patterns(np.arange(n_hi)))
-        saturation = csim.saturation_check(raw["firmware"][w_hi].reshape(-1, 4)[:n_hi],
-                                           qmodel.float_twin(qenc).predict(x_hi, verbose=0), hls_model)
-        maps = {"float": maps_from_raw(raw["float"][w_hi], rot_range=rot),
-                "firmware": maps_from_raw(raw["firmware"][w_hi], rot_range=rot)}
-        if w_hi in truths:
-            maps = {"truth": truths[w_hi], **maps}
-        save_maps_png(prj / "strain_maps.png", maps, title=f"{cfg['name']}: strain maps, {level_name(w_hi)}")
+        scores = score_strain(cfg, tests, raw, float_run, q_run, hls_model, prj)
+    return stage_summary(cfg, q_dir, spec, est, checks, tb, front, scores, raw, float_run.rot_range, watch, prj)
 
+
+def predict_test_patterns(tests: dict, float_run, q_run, hls_model, per_level: int, predict_per_level: int):
+    """Every test pattern through the float encoder, the QKeras encoder and the firmware (path 1:
+    hls4ml's compiled C++), the last two compared bit for bit where the C++ ran, plus the edge
+    cases. Returns ({label: {level: (Rx, Ry, 4) raw outputs}}, [(check, csim result)], the
+    testbench's input patterns, the edge-case patterns)."""
+    qenc = q_run.encoder
+    raw = {"float": {}, "quantized": {}, "firmware": {}}
+    checks, tb_inputs = [], []
+    for w, path in tests.items():
+        out = {label: [] for label in raw}
+        checked = []  # (QKeras, firmware) outputs of the patterns through the C++
+        with open_cube(path) as cube:
+            check_pattern_size(cube, q_run.pattern)
+            scan, n = cube.shape[:2], len(cube)
+            tb_index = set(np.linspace(0, n - 1, min(per_level, n)).astype(int).tolist())
+            n_pred = n if predict_per_level <= 0 else min(predict_per_level, n)
+            pred_index = set(np.linspace(0, n - 1, n_pred).astype(int).tolist())
+            for start, patterns in cube.iter_batches(1024):  # streamed: any cube size
+                x = q_run.inputs(patterns)
+                out["float"].append(float_run.encoder.predict(float_run.inputs(patterns), batch_size=256,
+                                                              verbose=0))
+                q = qenc.predict(x, batch_size=256, verbose=0)
+                out["quantized"].append(q)
+                # The firmware's outputs: the C++'s where it ran, QKeras's elsewhere (bit-equal
+                # wherever checked, or make hls fails; [firmware] predict_patterns_per_level).
+                sel = [i - start for i in range(start, start + len(x)) if i in pred_index]
+                fw = np.array(q, np.float64)
+                if sel:
+                    fw[sel] = csim.predict_firmware(hls_model, x[sel])
+                    checked.append((q[sel], fw[sel]))
+                out["firmware"].append(fw)
+                tb_inputs.append(x[[i - start for i in range(start, start + len(x)) if i in tb_index]])
+        for label in raw:
+            raw[label][w] = np.concatenate(out[label]).reshape(*scan, 4)
+        checks.append((level_name(w), csim.compare_outputs(np.concatenate([c[0] for c in checked]),
+                                                           np.concatenate([c[1] for c in checked]))))
+    edges = csim.edge_case_patterns(x.shape[1:])
+    checks.append(("edge cases", csim.compare_compiled(hls_model, qenc, edges)))
+    return raw, checks, tb_inputs, edges
+
+
+def score_strain(cfg: dict, tests: dict, raw: dict, float_run, q_run, hls_model, prj: Path) -> dict:
+    """Strain maps of every model scored against the truth (MAE, calibration, error bars, skill lines),
+    the firmware's saturation check on the noisiest level, and strain_maps.png of that level."""
+    qenc = q_run.encoder
+    rot = float_run.rot_range  # the rotation bound follows the lattice symmetry
+    accuracy = {label: {} for label in raw}
+    calib = {label: {} for label in raw}  # slope and correlation against the truth, beside every MAE
+    # RMS of error / error bar per map (1: honest error bars; ccstae/model/errorbar.py)
+    error_bars = {"float": {}, "firmware": {}}
+    skill = {"flat map": {}, "noise floor": {}, "centroids": {}, "Bayes bound": {}}
+    truths = {}
+    for w, path in tests.items():
+        with open_cube(path) as cube:
+            if cube.ground_truth is not None:
+                truths[w] = truth_maps(cube.ground_truth)
+        for label in raw:
+            if w in truths:
+                pred = maps_from_raw(raw[label][w], rot_range=rot)
+                accuracy[label][level_name(w)] = mae(pred, truths[w], 2 * rot)
+                calib[label][level_name(w)] = calibration(pred, truths[w], 2 * rot)
+                if label in error_bars:
+                    with open_cube(path) as cube:
+                        std, _ = errorbar.cube_std_maps(float_run if label == "float" else q_run, cube, raw[label][w])
+                    if std is not None:
+                        error_bars[label][level_name(w)] = errorbar.error_bar_calibration(pred, truths[w], std, 2 * rot)
+        if w in truths:  # what no skill scores, and what shot noise leaves to the best estimator
+            for label, m in skill_lines(path, truths[w], 2 * rot).items():
+                skill[label][level_name(w)] = m
+    # Bit-exact with QKeras is not enough: a too-narrow fixed-point range would clip both
+    # alike. Compare the firmware with the float twin of the quantized encoder (same pruned
+    # weights, no quantizers) on the noisiest test patterns.
+    w_hi = max(tests, key=lambda w: w if isinstance(w, float) else -1)
+    with open_cube(tests[w_hi]) as cube:
+        n_hi = min(len(cube), 1024)
+        x_hi = q_run.inputs(cube.read_patterns(np.arange(n_hi)))
+    saturation = csim.saturation_check(raw["firmware"][w_hi].reshape(-1, 4)[:n_hi],
+                                       qmodel.float_twin(qenc).predict(x_hi, verbose=0), hls_model)
+    maps = {"float": maps_from_raw(raw["float"][w_hi], rot_range=rot),
+            "firmware": maps_from_raw(raw["firmware"][w_hi], rot_range=rot)}
+    if w_hi in truths:
+        maps = {"truth": truths[w_hi], **maps}
+    save_maps_png(prj / "strain_maps.png", maps, title=f"{cfg['name']}: strain maps, {level_name(w_hi)}")
+    return {"accuracy": accuracy, "calibration": calib, "error_bars": error_bars, "skill_lines": skill,
+            "saturation": saturation}
+
+
+def stage_summary(cfg: dict, q_dir: Path, spec, est: dict, checks: list, tb, front: dict, scores: dict, raw: dict,
+                  rot: float, watch: Stopwatch, prj: Path) -> dict:
+    """summary.json of the firmware stage: the variant, both C-simulations, the front end, the
+    estimate, the scores and the stage times."""
+    n_checked = sum(r.n_patterns for _, r in checks)
+    exact_fraction = sum(r.exact_fraction * r.n_patterns for _, r in checks) / n_checked
+    mismatches = [f"{label}: pattern {i} output {j}: qkeras {q!r} firmware {f!r}"
+                  for label, r in checks for i, j, q, f in r.mismatches[:5]]
     summary = {
         "config": cfg["name"],
         "variant": {"name": q_dir.name, "bits": cfg["quant"]["weight_bits"], "sparsity": cfg["quant"]["sparsity"],
@@ -262,17 +284,17 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
                  "frontend_testbench_patterns": front["testbench_patterns"],
                  "frontend_testbench_exact_fraction": front["testbench_exact_fraction"]},
         "frontend": front,
-        "saturation": saturation,
+        "saturation": scores["saturation"],
         # Resources and cycles with their leave-one-out error bars (ccstae/firmware/estimate.py).
         "estimate": {k: est[k] for k in ("kind", "part", "io_type", "clock_period_ns", "latency_cycles", "ii_cycles",
                                          "latency_us", "patterns_per_s", "error_bars", "features")}
                     | {"total": {r: est["total"][r] for r in E.RESOURCES}, "summary": E.summary_line(est)},
-        "accuracy": accuracy,
-        "calibration": calib,
-        "error_bars": error_bars,
+        "accuracy": scores["accuracy"],
+        "calibration": scores["calibration"],
+        "error_bars": scores["error_bars"],
         # Beside every MAE: a flat map's (no skill), the shot-noise (Cramer-Rao) floor, what
         # Bragg-disk centroids reach with the same electrons, and the Bayes bound (ccstae/analysis/floor.py).
-        "skill_lines": skill,
+        "skill_lines": scores["skill_lines"],
         # ccstae/model/health.py: strain spread across each test scan; below health.FLAT_STRAIN the maps are flat
         "signal": {label: {level_name(w): health.map_signal(r, rot) for w, r in raw[label].items()} for label in raw},
         "accuracy_units": {"exx": "strain", "eyy": "strain", "exy": "strain", "theta": "degrees"},
@@ -280,7 +302,6 @@ def firmware_stage(cfg: dict, float_dir: Path, q_dir: Path, prj: Path, tests: di
         "project": str(prj),
     }
     return summary
-
 
 
 def _frontend_lines(s: dict) -> list:

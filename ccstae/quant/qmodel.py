@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from tensorflow import keras
 
-from ccstae.core.config import fixed_point_problem
+from ccstae.core.schema import fixed_point_problem
 from ccstae.core.errors import UserError
 from ccstae.model.network import count_macs  # noqa: F401  (re-exported: works on QConv2D/QDense too)
 

@@ -157,7 +157,7 @@ def rows(variants, parts) -> list[dict]:
     return out
 
 
-def _csv_text(table: list[dict]) -> str:
+def csv_text(table: list[dict]) -> str:
     buf = io.StringIO()
     keys = list(table[0].keys()) if table else []
     writer = csv.DictWriter(buf, fieldnames=keys)
@@ -363,7 +363,7 @@ def write_report(variants: list[dict], out_dir, detectors=tuple(E.DETECTORS), pa
         pngs.append(str(out_dir / name))
     md = _markdown(variants, table, levels, list(detectors), parts, recs, calibration)
     atomic_write(out_dir / "report.md", md)
-    atomic_write(out_dir / "report.csv", _csv_text(table))
+    atomic_write(out_dir / "report.csv", csv_text(table))
     atomic_write(out_dir / "report.html", _markdown_to_html(md))
     return {"md": str(out_dir / "report.md"), "csv": str(out_dir / "report.csv"),
             "html": str(out_dir / "report.html"), "png": pngs, "recommendations": recs}

@@ -36,7 +36,8 @@ from tqdm import tqdm
 from ccstae.studies import robustness_eval
 from ccstae.pipeline import stages
 from ccstae.studies.robustness_eval import BASELINE, run_baseline_cell  # noqa: F401 - re-exported
-from ccstae.studies.robustness_report import format_findings, write_outputs
+from ccstae.studies.robustness_findings import format_findings
+from ccstae.studies.robustness_report import write_outputs
 from ccstae.pipeline.study import open_tasks
 from ccstae.core.config import validate
 from ccstae.core.outputs import write_json

@@ -146,31 +146,7 @@ def run_sweep(config, out, root: Path = Path("."), progress: bool = True, comput
             todo.append((v, key))
 
     if todo:
-        with open_tasks(jobs, scheduler) as tasks:
-            print(f"sweep: {len(todo)} variant(s) to run, {skipped} finished before; {tasks.where}", flush=True)
-            bars = progress and tasks.client is None  # workers' bars would garble the terminal
-            floats, qats, maes, futures = {}, {}, {}, {}
-            for v, key in todo:
-                cfg_v = variant_config(cfg, v)
-                float_dir, q_dir = run_dirs(cfg, v, root)
-                if float_dir not in floats:
-                    floats[float_dir] = tasks.submit(stages.ensure_float, cfg_v, data.outputs["train"], float_dir, bars)
-                    maes[float_dir] = tasks.submit(float_mae, floats[float_dir], cfg, tests)
-                if q_dir not in qats:
-                    qats[q_dir] = tasks.submit(stages.ensure_qat, cfg_v, floats[float_dir], q_dir, bars)
-                futures[tasks.submit(variant_task, cfg, v, key, str(out), floats[float_dir], qats[q_dir], tests,
-                                     noisiest, maes[float_dir], bars)] = (v, key)
-            for f in tqdm(tasks.as_completed(list(futures)), total=len(futures), desc="sweep", unit="variant",
-                          disable=not progress, dynamic_ncols=True):
-                v, key = futures[f]
-                try:
-                    rec = f.result()
-                except Exception as e:  # noqa: BLE001 - its float or QAT run failed, or its worker died
-                    rec = failed_record(cfg, v, e) | {"key": key}
-                    write_json(out / "variants" / f"{rec['name']}.json", rec)
-                if rec["status"] != "done":
-                    tqdm.write(f"   {rec['name']} FAILED: {rec['error']}")
-                records[rec["name"]] = rec
+        records.update(_run_variants(cfg, todo, skipped, root, out, data, tests, noisiest, progress, jobs, scheduler))
 
     records = [records[variant_name(v)] for v in variants if variant_name(v) in records]  # grid order
     done = [r for r in records if r["status"] == "done"]
@@ -185,6 +161,40 @@ def run_sweep(config, out, root: Path = Path("."), progress: bool = True, comput
     write_json(out / "sweep.json", {k: v for k, v in result.items() if k != "variants"} |
                {"variants": [{k: r.get(k) for k in ("name", "status", "error", "seconds")} for r in records]})
     return result
+
+
+def _run_variants(cfg: dict, todo: list, skipped: int, root: Path, out: Path, data, tests: dict, noisiest,
+                  progress: bool, jobs, scheduler) -> dict:
+    """Run the variants still to do as tasks ((variant, key) pairs): one float run and one QAT run per
+    distinct run directory, shared by the variants that need them. Returns {name: record}, failures
+    included (written to OUT/variants as they come)."""
+    records = {}
+    with open_tasks(jobs, scheduler) as tasks:
+        print(f"sweep: {len(todo)} variant(s) to run, {skipped} finished before; {tasks.where}", flush=True)
+        bars = progress and tasks.client is None  # workers' bars would garble the terminal
+        floats, qats, maes, futures = {}, {}, {}, {}
+        for v, key in todo:
+            cfg_v = variant_config(cfg, v)
+            float_dir, q_dir = run_dirs(cfg, v, root)
+            if float_dir not in floats:
+                floats[float_dir] = tasks.submit(stages.ensure_float, cfg_v, data.outputs["train"], float_dir, bars)
+                maes[float_dir] = tasks.submit(float_mae, floats[float_dir], cfg, tests)
+            if q_dir not in qats:
+                qats[q_dir] = tasks.submit(stages.ensure_qat, cfg_v, floats[float_dir], q_dir, bars)
+            futures[tasks.submit(variant_task, cfg, v, key, str(out), floats[float_dir], qats[q_dir], tests,
+                                 noisiest, maes[float_dir], bars)] = (v, key)
+        for f in tqdm(tasks.as_completed(list(futures)), total=len(futures), desc="sweep", unit="variant",
+                      disable=not progress, dynamic_ncols=True):
+            v, key = futures[f]
+            try:
+                rec = f.result()
+            except Exception as e:  # noqa: BLE001 - its float or QAT run failed, or its worker died
+                rec = failed_record(cfg, v, e) | {"key": key}
+                write_json(out / "variants" / f"{rec['name']}.json", rec)
+            if rec["status"] != "done":
+                tqdm.write(f"   {rec['name']} FAILED: {rec['error']}")
+            records[rec["name"]] = rec
+    return records
 
 
 def float_mae(float_run, cfg: dict, tests: dict) -> dict:
