@@ -79,7 +79,8 @@ def main() -> None:
     # One step of each objective on the same batch (the trainer's own functions).
     import tensorflow as tf
 
-    from ccstae.model.train import Trainer, load_patterns
+    from ccstae.model.train import Trainer
+    from ccstae.model.train_setup import load_patterns
 
     cfg = run.config
     src = load_patterns(Path(__import__("json").loads((args.run / "input.json").read_text())["cube"]),

@@ -141,12 +141,12 @@ def test_train_on_a_calibrated_cube(cli, one_line_error, tmp_path):
     calib = tmp_path / "calib.json"
     calib.write_text(json.dumps(cal.to_json()))
 
-    from ccstae.model import train
+    from ccstae.model import train_setup
     t = dict(cfg["train"], max_patterns=10_000)
     with open_cube(cube) as c:
         raw = np.concatenate([b for _, b in c.iter_batches(64)])
     rows, cols = (a.ravel() for a in np.mgrid[:cal.scan[0], :cal.scan[1]])
-    np.testing.assert_allclose(train.load_patterns(cube, t, 0, calibration=calib),
+    np.testing.assert_allclose(train_setup.load_patterns(cube, t, 0, calibration=calib),
                                calibration.correct_patterns(raw, rows, cols, cal), rtol=1e-5, atol=1e-7)
 
     config = tmp_path / "short.toml"

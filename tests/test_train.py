@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from ccstae.model import train, train_config
+from ccstae.model import train, train_config, train_setup
 from ccstae.core.config import load_config
 from ccstae.core.errors import UserError
 from ccstae.physics.scans import simulate_scan
@@ -43,7 +43,7 @@ def test_distillation_follows_the_cycle_phase_and_calibrates_error_bars(tiny_cub
 
 def test_a_run_resumed_inside_the_distillation_phase_finishes_it(tiny_cube, tmp_path):
     cfg = tiny_config(epochs=2, distill_epochs=3)
-    patterns = train.load_patterns(tiny_cube, cfg["train"], 0)
+    patterns = train_setup.load_patterns(tiny_cube, cfg["train"], 0)
     run = tmp_path / "run"
 
     def kill_in_epoch_4(step):
@@ -77,7 +77,7 @@ def test_the_encoder_learns_and_the_run_is_complete(tiny_cube, tmp_path):
 
 def test_resume_continues_from_the_saved_epoch(tiny_cube, tmp_path):
     run = tmp_path / "run"
-    patterns = train.load_patterns(tiny_cube, tiny_config()["train"], 0)
+    patterns = train_setup.load_patterns(tiny_cube, tiny_config()["train"], 0)
 
     class Killed(Exception):
         pass
@@ -134,7 +134,7 @@ def test_bad_configs_are_user_errors(tiny_cube, tmp_path):
 def test_early_stopping_waits_for_epochs_eligible_for_selection(tiny_cube, tmp_path):
     """QAT selects only epochs at the target sparsity; patience must not end training before them."""
     cfg = tiny_config(epochs=4, patience=1)
-    patterns = train.load_patterns(tiny_cube, cfg["train"], 0)
+    patterns = train_setup.load_patterns(tiny_cube, cfg["train"], 0)
     result = train.Trainer(cfg, patterns, tmp_path / "run", select_from_epoch=4).fit(progress=False)
     assert len(result["history"]) == 4
     assert np.isfinite(result["best_val_loss"])

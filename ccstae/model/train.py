@@ -37,33 +37,8 @@ from tqdm import tqdm
 from ccstae.model import distill, errorbar, health, measure, network, preprocess, stn, train_setup
 from ccstae.model.train_config import DISTILL_OFF, blur_at, noise_levels_for, validate_train_config
 from ccstae.physics import noise
-from ccstae.core.data_io import open_cube
 from ccstae.core.outputs import atomic_path, write_json
 from ccstae.core.errors import UserError
-
-
-def load_patterns(cube_path: Path, t: dict, seed: int, dataset: str | None = None, calibration=None,
-                  scan=None) -> np.ndarray:
-    """All patterns of a small cube, or a random sample of max_patterns from a large one.
-
-    calibration: a calib.json (`ccstae calibrate`): the patterns are read as `ccstae strain
-    --calibration` reads them (bad pixels filled, resampled onto the scan-aligned frame), so the
-    reference is learned in the frame the maps are read in. scan: (Rx, Ry) for camera files
-    that do not record it."""
-    with open_cube(cube_path, dataset=dataset, scan=scan) as cube:
-        if calibration is not None:
-            from ccstae.physics.calibration import CalibratedCube, load_calibration
-
-            cal = load_calibration(calibration)
-            cube = CalibratedCube(cube, cal, str(calibration)) if cal else cube
-        n = len(cube)
-        if n <= t["max_patterns"]:
-            patterns = np.concatenate([b for _, b in cube.iter_batches(1024)])
-        else:
-            patterns = cube.sample(t["max_patterns"], np.random.default_rng(seed))
-    if not np.all(np.isfinite(patterns)):
-        raise UserError(f"{cube_path}: the cube holds NaN or infinite values")
-    return patterns.astype(np.float32)
 
 
 class Trainer:
@@ -384,17 +359,14 @@ class Trainer:
 def train(cfg: dict, cube_path: Path, run_dir: Path, resume: bool = False, progress: bool = True,
           dataset: str | None = None, report=None, calibration=None, scan=None) -> dict:
     """report: called with the one-line measurement summary before training (the CLI prints it).
-    calibration, scan: as in load_patterns; input.json records them, and QAT reads the cube the same way."""
+    calibration, scan: as in train_setup.load_patterns; input.json records them, and QAT reads the cube the same way."""
     run_dir = Path(run_dir)
     if (run_dir / "DONE").exists() and not resume:
         raise UserError(f"{run_dir}: a finished run is already there (choose another --out)")
-    patterns = load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset, calibration, scan)
-    counts = None
-    if calibration is not None:  # resampled patterns have lost the count grid: the dose from the file's own
-        from ccstae.physics.calibration import counting_patterns
-
-        with open_cube(cube_path, dataset=dataset, scan=scan) as cube:
-            counts = noise.estimate_counts(counting_patterns(cube, 64))
+    patterns = train_setup.load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset, calibration,
+                                         scan)
+    # Resampled (calibrated) patterns have lost the count grid: the dose from the file's own.
+    counts = train_setup.file_counts(cube_path, dataset, scan) if calibration is not None else None
     try:
         trainer = Trainer(cfg, patterns, run_dir, counts=counts)
     except measure.MeasurementError as e:

@@ -1,13 +1,17 @@
-"""What training measures from the cube before its first step: the preprocessing, the noise that
-noise_mode "auto" resolves to, the lattice of the initial reference, and the one-line summary.
+"""What training reads and measures from the cube before its first step: the patterns (calibrated
+when asked), the preprocessing, the noise that noise_mode "auto" resolves to, the lattice of the
+initial reference, and the one-line summary.
 
 Split from ccstae/model/train.py (the training loop): these run once per run, on a sample of the
 patterns, and only for a float run (quantization-aware training reuses the float run's record).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from ccstae.core.data_io import open_cube
 from ccstae.core.errors import UserError
 from ccstae.model import measure, network, preprocess
 from ccstae.physics import lattice, noise
@@ -71,3 +75,35 @@ def summary(prep_params: dict, t: dict, counts: float, patterns: np.ndarray, mea
         noise_text += f" (auto: {choice['why']})"
     return measure.summary(prep_params["measured"], prep_params.get("lattice", {}).get("symmetry"),
                            measured if measured is not None else noise.estimate_counts(patterns), noise_text)
+
+
+def load_patterns(cube_path: Path, t: dict, seed: int, dataset: str | None = None, calibration=None,
+                  scan=None) -> np.ndarray:
+    """All patterns of a small cube, or a random sample of max_patterns from a large one.
+
+    calibration: a calib.json (`ccstae calibrate`): the patterns are read as `ccstae strain
+    --calibration` reads them (bad pixels filled, resampled onto the scan-aligned frame), so the
+    reference is learned in the frame the maps are read in. scan: (Rx, Ry) for camera files
+    that do not record it."""
+    with open_cube(cube_path, dataset=dataset, scan=scan) as cube:
+        if calibration is not None:
+            from ccstae.physics.calibration import CalibratedCube, load_calibration
+
+            cal = load_calibration(calibration)
+            cube = CalibratedCube(cube, cal, str(calibration)) if cal else cube
+        n = len(cube)
+        if n <= t["max_patterns"]:
+            patterns = np.concatenate([b for _, b in cube.iter_batches(1024)])
+        else:
+            patterns = cube.sample(t["max_patterns"], np.random.default_rng(seed))
+    if not np.all(np.isfinite(patterns)):
+        raise UserError(f"{cube_path}: the cube holds NaN or infinite values")
+    return patterns.astype(np.float32)
+
+
+def file_counts(cube_path, dataset=None, scan=None) -> float | None:
+    """Electrons per pattern of a cube as its file holds it (physics/calibration.counting_patterns)."""
+    from ccstae.physics.calibration import counting_patterns
+
+    with open_cube(cube_path, dataset=dataset, scan=scan) as cube:
+        return noise.estimate_counts(counting_patterns(cube, 64))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ccstae.model import train
+from ccstae.model import train, train_setup
 from ccstae.core.config import load_config, stale, validate
 from ccstae.core.outputs import write_json
 from ccstae.core.errors import UserError
@@ -80,7 +80,7 @@ def quantize(float_run_dir, out_dir, bits=None, sparsity=None, cube_path=None, p
         dataset = None
     spec = qmodel.QuantSpec.from_config(q)
     qenc = qmodel.build_qencoder(float_run.encoder, spec)
-    patterns = train.load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset, calibration, scan)
+    patterns = train_setup.load_patterns(Path(cube_path), cfg["train"], cfg["train"]["seed"], dataset, calibration, scan)
     n_epochs = cfg["train"]["epochs"] + cfg["train"].get("distill_epochs", 0)
     # Trainer.batches_per_epoch, to within the held-out split's rounding (full batches only)
     n_steps = n_epochs * max(1, int(len(patterns) * (1 - cfg["train"]["val_fraction"])) // cfg["train"]["batch_size"])
