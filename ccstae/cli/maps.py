@@ -44,6 +44,8 @@ def run_train(args) -> int:
 
     cfg = load_config(args.config)
     cube = args.input
+    if cube is None and (args.calibration or args.scan):
+        raise UserError("--calibration and --scan need --input: the simulated training sample has neither")
     if cube is not None and not stated(args.config, "train", "noise_mode"):
         # A user's cube: the injection is chosen from its measured dose and background (issue 25;
         # ccstae/model/measure.choose_noise), unless the config says otherwise. The summary line
@@ -54,8 +56,6 @@ def run_train(args) -> int:
         if not cube.exists():
             args.out.mkdir(parents=True, exist_ok=True)
             scans.simulate_training_sample(cfg, cube, progress=not args.no_progress)
-    if args.input is None and (args.calibration or args.scan):
-        raise UserError("--calibration and --scan need --input: the simulated training sample has neither")
     result = train.train(cfg, cube, args.out, resume=args.resume, progress=not args.no_progress,
                          dataset=args.dataset, report=print, calibration=args.calibration, scan=args.scan)
     run = load_run(args.out)

@@ -55,9 +55,9 @@ def gaussian_blur(images, sigma):
     rotation can be found from afar before the fine structure takes over.
 
     Each pass is a product with a banded (H, H) or (W, W) matrix, the same sums as a "SAME"
-    zero-padded convolution with the 17-tap kernel: TF's CPU conv2d on one channel took 25 ms
-    per call on a training batch (32 x 64 x 64), the matrix products 2.6 ms, and the training
-    step (four blurs) is 1.6-2x faster for it (bench/bench_blur.py).
+    zero-padded convolution with the 17-tap kernel: TF's CPU conv2d on one channel took 19.7 ms
+    per call on a training batch (32 x 64 x 64), the matrix products 2.3 ms, and a cycle step
+    (four blurs) 43 ms instead of 115 (bench/bench_train_step.py).
     """
     sigma = tf.maximum(tf.cast(sigma, tf.float32), 1e-3)
     radius = 8
